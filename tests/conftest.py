@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny random encoder with the real tokenizer, and small real data files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from xlc import data
+from xlc.model import build_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-32 BERT with the real multilingual tokenizer."""
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "encoder")
+
+
+@pytest.fixture(scope="session")
+def demo_frame() -> pl.DataFrame:
+    return pl.read_parquet(data.demo_path())
+
+
+def sample(frame: pl.DataFrame, lang: str, split: str, n: int) -> pl.DataFrame:
+    rows = frame.filter((pl.col("lang") == lang) & (pl.col("split") == split))
+    return rows.sort("text").head(n).select("text", "label", "lang")
+
+
+@pytest.fixture
+def small_files(tmp_path: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
+    """English train (80), German pool with gold labels (60), dev (30) and test (30) as Parquet."""
+    parts = {
+        "train": sample(demo_frame, "eng_Latn", "train", 80),
+        "unlabeled": sample(demo_frame, "deu_Latn", "train", 60),
+        "dev": sample(demo_frame, "deu_Latn", "dev", 30),
+        "test": sample(demo_frame, "deu_Latn", "test", 30),
+    }
+    paths = {}
+    for name, frame in parts.items():
+        paths[name] = tmp_path / f"{name}.parquet"
+        frame.write_parquet(paths[name])
+    return paths

@@ -1,0 +1,140 @@
+"""The settings of a self-training run: one frozen dataclass, validated, TOML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from xlc import data
+from xlc.default_model import NAME as DEFAULT_MODEL
+from xlc.errors import XlcError
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a config key."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class SelfTrainConfig:
+    """Every setting of `xlc selftrain`; each field is also a CLI option and a TOML key."""
+
+    out: str = "runs/xlc"
+    train: str | None = None
+    unlabeled: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    lang_column: str = "lang"
+    demo_langs: tuple[str, ...] = data.DEMO_TARGETS
+    model: str = DEFAULT_MODEL
+    selector: str = "balanced"
+    selector_options: Mapping[str, Any] = field(default_factory=dict)
+    max_rounds: int = 3
+    patience: int = 1
+    epochs: int = 2
+    batch_size: int = 32
+    max_length: int = 64
+    lr: float = 2e-4
+    head_lr: float = 1e-3
+    warmup: float = 0.1
+    freeze_embeddings: bool = True
+    seed: int = 0
+    score_batch_size: int = 64
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length", "score_batch_size", "patience"):
+            _require(name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
+        _require("max_rounds", self.max_rounds >= 0, ">= 0", self.max_rounds)
+        _require("threads", self.threads is None or self.threads >= 1, ">= 1", self.threads)
+        for name in ("lr", "head_lr"):
+            _require(name, 0 < getattr(self, name) < 1, "in (0, 1)", getattr(self, name))
+        _require("warmup", 0 <= self.warmup < 1, "in [0, 1)", self.warmup)
+        files = {"train": self.train, "unlabeled": self.unlabeled, "dev": self.dev}
+        given = [k for k, v in files.items() if v]
+        if (given or self.test) and len(given) < 3:
+            missing = ", ".join(flag(k) for k in files if k not in given)
+            raise XlcError(
+                f"own data needs --train, --unlabeled and --dev together; missing {missing} "
+                f"(or give none of them to run the bundled demo)"
+            )
+
+    @property
+    def uses_demo(self) -> bool:
+        return self.train is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (for TOML and JSON); None fields are left out."""
+        values = dataclasses.asdict(self)
+        values["demo_langs"] = list(self.demo_langs)
+        values["selector_options"] = dict(self.selector_options)
+        return {k: v for k, v in values.items() if v is not None}
+
+    def write_toml(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(tomli_w.dumps(self.to_dict()))
+        tmp.replace(path)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "SelfTrainConfig":
+        """Build from a mapping (a TOML file, keyword arguments), rejecting unknown keys."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise XlcError(
+                f"{source}: unknown setting {unknown[0]!r}; known settings: {', '.join(fields)}"
+            )
+        clean = dict(values)
+        if "demo_langs" in clean:
+            clean["demo_langs"] = tuple(clean["demo_langs"])
+        for name in ("train", "unlabeled", "dev", "test", "out"):
+            if clean.get(name) is not None:
+                clean[name] = str(clean[name])
+        for name, value in clean.items():
+            _check_type(source, name, fields[name].type, value)
+        return cls(**clean)
+
+    @classmethod
+    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> "SelfTrainConfig":
+        """Read a TOML file; `overrides` (e.g. command-line flags) win over its values."""
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise XlcError(f"--config {path}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise XlcError(f"--config {path}: not valid TOML: {exc}") from None
+        return cls.from_mapping({**values, **(overrides or {})}, source=f"--config {path}")
+
+    def replace(self, **changes: Any) -> "SelfTrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_type(source: str, name: str, annotation: str, value: Any) -> None:
+    if value is None and "None" in annotation:
+        return
+    base = annotation.split("|")[0].strip()
+    if base in _TYPES:
+        ok = isinstance(value, _TYPES[base]) and not (base in ("int", "float") and isinstance(value, bool))
+    elif base.startswith("tuple"):
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    else:  # selector_options
+        ok = isinstance(value, Mapping)
+    if not ok:
+        raise XlcError(f"{source}: setting {name!r} must be {annotation}, got {value!r}")
+
+
+def _require(name: str, ok: bool, requirement: str, value: Any) -> None:
+    if not ok:
+        raise XlcError(f"{flag(name)} must be {requirement}, got {value!r}")

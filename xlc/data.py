@@ -1,0 +1,210 @@
+"""Read labelled and unlabelled text tables (CSV, Parquet, JSONL) into checked Polars frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+from xlc.errors import XlcError
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl"}
+DEMO_FILE = "sib200_mldoc8.parquet"
+DEMO_SOURCE = "eng_Latn"
+DEMO_TARGETS = ("deu_Latn", "zho_Hans")
+DEMO_LANGS = ("deu_Latn", "fra_Latn", "spa_Latn", "ita_Latn", "rus_Cyrl", "jpn_Jpan", "zho_Hans")
+
+
+def table_format(path: Path) -> str:
+    """The reader for a file, chosen by its extension."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise XlcError(
+            f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}"
+        )
+    return fmt
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A lazy scan of a table file; nothing is read until collected."""
+    path = Path(path)
+    if not path.is_file():
+        raise XlcError(f"{path}: file not found")
+    fmt = table_format(path)
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    if fmt == "jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    return pl.scan_csv(path, separator=separator, infer_schema_length=10_000)
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a whole table file, turning parser failures into one-line errors."""
+    try:
+        return scan_table(path).collect()
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise XlcError(f"{path}: cannot be read as {table_format(Path(path))}: {first}") from exc
+
+
+def require_columns(frame: pl.DataFrame | pl.LazyFrame, source: str, columns: Sequence[str]) -> None:
+    """Fail with the available columns when any of `columns` is missing."""
+    names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise XlcError(
+            f"{source}: column {missing[0]!r} not found (columns: {', '.join(names)}); "
+            f"name the right one with --text-column / --label-column / --id-column"
+        )
+
+
+def check_texts(frame: pl.DataFrame, source: str, column: str = "text") -> None:
+    """Reject null, empty or whitespace-only texts, naming the first offending rows."""
+    texts = frame[column]
+    if texts.dtype != pl.String:
+        raise XlcError(f"{source}: column {column!r} holds {texts.dtype}, not text")
+    bad = frame.with_row_index("_row").filter(
+        pl.col(column).is_null() | (pl.col(column).str.strip_chars().str.len_chars() == 0)
+    )["_row"]
+    if len(bad):
+        rows = ", ".join(str(r + 1) for r in bad.head(5).to_list())
+        raise XlcError(
+            f"{source}: {len(bad)} empty or missing text(s) in column {column!r} "
+            f"(data rows {rows}{', ...' if len(bad) > 5 else ''}); remove or fill them"
+        )
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    label: str = "label"
+    id: str | None = None
+    lang: str | None = "lang"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a self-training run reads, normalised.
+
+    `train`, `dev`, `test`: text, label (string), lang. `pool`: id, text, lang.
+    `pool_gold`: id, label, only when the unlabelled file carried labels; it is used
+    for reporting pseudo-label precision and never for training or selection.
+    """
+
+    train: pl.DataFrame
+    pool: pl.DataFrame
+    dev: pl.DataFrame
+    test: pl.DataFrame | None
+    pool_gold: pl.DataFrame | None
+    classes: tuple[str, ...]
+
+
+def _normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) -> pl.DataFrame:
+    """Rename to text/label/lang/id; ids come from `cols.id` in the pool, row numbers elsewhere."""
+    if labelled:
+        cols = Columns(cols.text, cols.label, None, cols.lang)
+    needed = [cols.text] + ([cols.label] if labelled else []) + ([cols.id] if cols.id else [])
+    require_columns(frame, source, needed)
+    check_texts(frame, source, cols.text)
+    exprs = [pl.col(cols.text).alias("text")]
+    if cols.label in frame.columns:
+        if frame[cols.label].null_count():
+            row = frame.with_row_index("_r").filter(pl.col(cols.label).is_null())["_r"][0] + 1
+            raise XlcError(f"{source}: missing label in column {cols.label!r} (data row {row})")
+        exprs.append(pl.col(cols.label).cast(pl.String).alias("label"))
+    exprs.append(pl.col(cols.lang).cast(pl.String).alias("lang") if cols.lang in frame.columns
+                 else pl.lit(None, pl.String).alias("lang"))
+    if cols.id:
+        exprs.insert(0, pl.col(cols.id).alias("id"))
+    else:
+        exprs.insert(0, pl.int_range(pl.len(), dtype=pl.Int64).alias("id"))
+    out = frame.select(exprs)
+    dupes = out.filter(pl.col("id").is_duplicated())["id"]
+    if len(dupes):
+        raise XlcError(f"{source}: duplicate id {dupes[0]!r} in column {cols.id!r}; ids must be unique")
+    return out
+
+
+def check_classes(train: pl.DataFrame, others: dict[str, pl.DataFrame]) -> tuple[str, ...]:
+    """The sorted class names of `train`; every labelled frame must use only these."""
+    classes = tuple(sorted(train["label"].unique().to_list()))
+    if len(classes) < 2:
+        raise XlcError(
+            f"the training set has {len(classes)} class(es) {list(classes)}; a classifier needs at least 2"
+        )
+    for source, frame in others.items():
+        unknown = sorted(set(frame["label"].unique().to_list()) - set(classes))
+        if unknown:
+            raise XlcError(
+                f"{source}: label(s) {unknown} do not occur in the training set (classes: "
+                f"{list(classes)}); fix the labels or add training examples for them"
+            )
+    return classes
+
+
+def load_files(
+    train: Path, unlabeled: Path, dev: Path, test: Path | None, cols: Columns
+) -> RunData:
+    """Read and check the user's files."""
+    frames = {}
+    for role, path, labelled in (("train", train, True), ("dev", dev, True), ("test", test, True),
+                                 ("unlabeled", unlabeled, False)):
+        if path is None:
+            continue
+        frame = read_table(Path(path))
+        if frame.height == 0:
+            raise XlcError(f"--{role} {path}: the file has no rows")
+        frames[role] = _normalise(frame, f"--{role} {path}", cols, labelled)
+    return _assemble(frames, {r: str(p) for r, p in
+                              (("dev", dev), ("test", test)) if p is not None})
+
+
+def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str]) -> RunData:
+    pool = frames["unlabeled"]
+    gold = pool.select("id", "label") if "label" in pool.columns else None
+    labelled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in frames}
+    classes = check_classes(frames["train"], labelled)
+    return RunData(
+        train=frames["train"].select("text", "label", "lang"),
+        pool=pool.select("id", "text", "lang"),
+        dev=frames["dev"].select("text", "label", "lang"),
+        test=frames["test"].select("text", "label", "lang") if "test" in frames else None,
+        pool_gold=gold,
+        classes=classes,
+    )
+
+
+def demo_path() -> Path:
+    return Path(str(resources.files("xlc") / "demo" / DEMO_FILE))
+
+
+def load_demo(targets: Sequence[str] = DEMO_TARGETS) -> RunData:
+    """The bundled SIB-200 demo: English train -> `targets` pool, dev and test."""
+    unknown = sorted(set(targets) - set(DEMO_LANGS))
+    if unknown or not targets:
+        raise XlcError(f"--demo-langs: unknown language(s) {unknown}; choose from {', '.join(DEMO_LANGS)}")
+    frame = pl.read_parquet(demo_path())
+    target = frame.filter(pl.col("lang").is_in(list(targets)))
+
+    def part(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
+
+    frames = {
+        "train": part(frame.filter((pl.col("lang") == DEMO_SOURCE) & (pl.col("split") == "train"))),
+        "unlabeled": part(target.filter(pl.col("split") == "train")),
+        "dev": part(target.filter(pl.col("split") == "dev")),
+        "test": part(target.filter(pl.col("split") == "test")),
+    }
+    return _assemble(frames, {"dev": f"demo {DEMO_FILE}", "test": f"demo {DEMO_FILE}"})
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write a Parquet file atomically (temp file in the same folder, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)

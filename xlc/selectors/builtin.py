@@ -1,0 +1,60 @@
+"""The three selectors of Dong & de Melo (2019), registered like any third-party plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import polars as pl
+
+from xlc.selectors.hookspecs import Option, SelectionContext, Selector, hookimpl
+
+
+def by_confidence(pool: pl.DataFrame) -> pl.DataFrame:
+    """Most confident first; ties broken by id so the result does not depend on row order."""
+    return pool.sort(["confidence", "id"], descending=[True, False])
+
+
+def balanced(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    return by_confidence(pool).group_by("label", maintain_order=True).head(options["kt"])
+
+
+def throttling(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    return by_confidence(pool).head(options["n"])
+
+
+def thresholded(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    return by_confidence(pool).filter(pl.col("confidence") >= options["threshold"])
+
+
+def _at_least_one(value: int) -> bool:
+    return value >= 1
+
+
+def _probability(value: float) -> bool:
+    return 0.0 < value <= 1.0
+
+
+BUILTINS = (
+    Selector(
+        "balanced", balanced,
+        "up to kt most confident texts per predicted class (the paper's method)",
+        (Option("kt", int, 40, "texts to take per class each round", _at_least_one, ">= 1"),),
+    ),
+    Selector(
+        "throttling", throttling,
+        "the n most confident texts overall, whatever their class",
+        (Option("n", int, 280, "texts to take each round", _at_least_one, ">= 1"),),
+    ),
+    Selector(
+        "thresholded", thresholded,
+        "every text whose confidence is at least threshold",
+        (Option("threshold", float, 0.9, "minimum confidence", _probability, "in (0, 1]"),),
+    ),
+)
+
+
+@hookimpl
+def xlc_register_selectors(register: Callable[[Selector], None]) -> None:
+    for selector in BUILTINS:
+        register(selector)
