@@ -46,16 +46,6 @@ def main() -> None:
     """Cross-lingual self-training of text classifiers (Dong & de Melo, 2019)."""
 
 
-def _key_value(pairs: tuple[str, ...]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise XlcError(f"--selector-opt {pair!r}: write it as key=value, e.g. --selector-opt kt=40")
-        options[key.strip()] = value.strip()
-    return options
-
-
 FILE = click.Path(path_type=Path, dir_okay=False)
 
 
@@ -77,6 +67,8 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--n", type=int, help="throttling: texts per round.  [default: 280]")
 @click.option("--threshold", type=float, help="thresholded: minimum confidence.  [default: 0.9]")
 @click.option("--selector-opt", multiple=True, metavar="KEY=VALUE", help="Any selector option; repeatable.")
+@click.option("--selector-config", type=FILE,
+              help="TOML file of selector options (key = value); the option flags override it.")
 @click.option("--max-rounds", type=int, help="Self-training rounds after round 0.  [default: 3]")
 @click.option("--patience", type=int, help="Stop after this many rounds without dev gain.  [default: 1]")
 @click.option("--epochs", type=int, help="Epochs per round.  [default: 2]")
@@ -93,22 +85,27 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
 @_fail_cleanly
 def selftrain(config_file: Path | None, quiet: bool, kt: int | None, n: int | None,
-              threshold: float | None, selector_opt: tuple[str, ...], demo_langs: str | None,
-              **flags: Any) -> None:
+              threshold: float | None, selector_opt: tuple[str, ...], selector_config: Path | None,
+              demo_langs: str | None, **flags: Any) -> None:
     """Self-train a classifier: fine-tune, score the pool, select, repeat.
 
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
     from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
-    from xlc.selftrain import selftrain as run
+    from xlc.loop import selftrain as run
+    from xlc.selectors import options as selector_file
 
     _setup_logging(quiet)
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     if demo_langs:
         overrides["demo_langs"] = tuple(x.strip() for x in demo_langs.split(",") if x.strip())
     given = {"kt": kt, "n": n, "threshold": threshold}
-    selector_options = {k: v for k, v in given.items() if v is not None} | _key_value(selector_opt)
+    selector_options = (
+        (selector_file.read_file(selector_config) if selector_config else {})
+        | {k: v for k, v in given.items() if v is not None}
+        | selector_file.parse_pairs(selector_opt)
+    )
     if config_file:
         config = SelfTrainConfig.from_toml(config_file, overrides)
     else:
@@ -139,33 +136,29 @@ def print_rounds(summary: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
 def list_selectors(as_json: bool) -> None:
-    """List the installed selectors, where they come from and their options."""
-    from xlc.selectors.manager import plugins
+    """List the installed selectors, where they come from and their options.
 
-    loaded = plugins()
-    rows = [
-        {
-            "name": name, "package": entry.package, "version": entry.version, "plugin": entry.plugin,
-            "description": entry.selector.description,
-            "options": [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help}
-                        for o in entry.selector.options],
-        }
-        for name, entry in sorted(loaded.selectors.items())
-    ]
-    broken = [{"plugin": f.plugin, "package": f.package, "error": f.error} for f in loaded.failures]
+    Plugins that failed to load are reported on stderr; the others are still listed.
+    """
+    from xlc.selectors.manager import PLUGINS_ENV, describe
+
+    listing = describe()
     if as_json:
-        click.echo(json.dumps({"selectors": rows, "broken": broken}, indent=2))
-        return
-    table = Table()
-    for name in ("selector", "package", "options", "description"):
-        table.add_column(name)
-    for row in rows:
-        options = ", ".join(f"{o['name']}={o['default']}" for o in row["options"])
-        table.add_row(row["name"], f"{row['package']} {row['version']}", options, row["description"])
-    Console(width=160).print(table)
-    for failure in broken:
-        click.echo(f"broken plugin {failure['plugin']} (package {failure['package']}): {failure['error']}",
+        click.echo(json.dumps(listing, indent=2))
+    else:
+        table = Table()
+        for name in ("selector", "package", "options", "description"):
+            table.add_column(name)
+        for row in listing["selectors"]:
+            options = ", ".join(f"{o['name']}={o['default']}" for o in row["options"])
+            table.add_row(row["name"], f"{row['package']} {row['version']}", options, row["description"])
+        Console(width=160).print(table)
+    for failure in listing["broken"]:
+        click.echo(f"broken plugin {failure['plugin']!r} (package {failure['package']}): {failure['error']}",
                    err=True)
+    if listing["broken"]:
+        click.echo(f"(fix or uninstall the package, or load only the plugins you name: "
+                   f"{PLUGINS_ENV}=name1,name2; {PLUGINS_ENV}=none loads no third-party plugin)", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

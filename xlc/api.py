@@ -1,0 +1,159 @@
+"""The Python API: the same runs as the command line, from a notebook or a pipeline.
+
+    import xlc
+    run = xlc.selftrain(train=en_df, unlabeled=de_texts, dev=de_dev, selector="balanced",
+                        selector_options={"kt": 40}, out="runs/de")
+    run.rounds                      # per-round metrics, a Polars frame
+    clf = xlc.load(run.best_model)  # predict / predict_proba through ONNX Runtime
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import polars as pl
+
+from xlc import data, onnx
+from xlc.config import SelfTrainConfig
+from xlc.errors import XlcError
+from xlc.scoring import Scorer
+from xlc.loop import Progress, RunResult
+from xlc.loop import selftrain as _run
+
+Table = Union[str, Path, pl.DataFrame, Any]
+"""A file path, a Polars frame or a pandas frame (converted); the pool may also be a list of texts."""
+
+
+def _as_frame(value: Any, role: str) -> pl.DataFrame | None:
+    if isinstance(value, pl.DataFrame):
+        return value
+    if type(value).__module__.startswith("pandas"):
+        return pl.from_pandas(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if role != "unlabeled":
+            raise XlcError(f"{role}: a list of texts has no labels; pass a frame with text and label columns")
+        return pl.DataFrame({"text": list(value)}, schema={"text": pl.String})
+    return None
+
+
+def selftrain(
+    train: Table | None = None,
+    unlabeled: Table | Sequence[str] | None = None,
+    dev: Table | None = None,
+    test: Table | None = None,
+    *,
+    selector: str | None = None,
+    selector_options: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    config: str | Path | SelfTrainConfig | None = None,
+    progress: Progress | None = None,
+    **settings: Any,
+) -> RunResult:
+    """Self-train a classifier; returns the run's rounds, pseudo-labels and model paths.
+
+    Data are paths or frames (in-memory data is written to `out/inputs/` so that
+    `out/config.toml` reproduces the run). No data at all runs the bundled demo.
+    `settings` are any other `SelfTrainConfig` fields (epochs=3, model="path", seed=1, ...).
+    `config` is a TOML file or a `SelfTrainConfig`; arguments given here override it.
+    Defaults are those of `SelfTrainConfig` (selector "balanced", out "runs/xlc").
+    """
+    values: dict[str, Any] = dict(settings)
+    if selector is not None:
+        values["selector"] = selector
+    if selector_options is not None:
+        values["selector_options"] = dict(selector_options)
+    if out is not None:
+        values["out"] = str(out)
+    folder = Path(values.get("out") or _base_out(config)) / "inputs"
+    inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
+    for role, value in inputs.items():
+        frame = _as_frame(value, role)
+        if frame is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            values[role] = str(folder / f"{role}.parquet")
+            data.write_parquet(frame, Path(values[role]))
+        elif value is not None:
+            values[role] = str(value)
+    if isinstance(config, SelfTrainConfig):
+        resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
+    elif config is not None:
+        resolved = SelfTrainConfig.from_toml(Path(config), values)
+    else:
+        resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
+    return _run(resolved, progress=progress)
+
+
+def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
+    if isinstance(config, SelfTrainConfig):
+        return config.out
+    if config is not None:
+        return SelfTrainConfig.from_toml(Path(config)).out
+    return SelfTrainConfig().out
+
+
+class TextClassifier:
+    """A trained xlc model behind ONNX Runtime, in the spirit of scikit-learn."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, provider: str = "cpu",
+                 batch_size: int = 64, max_length: int = 128) -> None:
+        self.path = onnx.find_model(Path(path))
+        self.scorer = Scorer.open(self.path, threads=threads, provider=provider)
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self.scorer.classes, dtype=object)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, one row per text, columns in `classes_` order."""
+        return self.scorer.probabilities(_texts(texts), self.batch_size, self.max_length)
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return self.classes_[self.predict_proba(texts).argmax(axis=1)]
+
+    def score(self, texts: Sequence[str]) -> pl.DataFrame:
+        """text, label, confidence and probs for each text, in input order."""
+        return self.scorer.score(pl.DataFrame({"text": _texts(texts)}, schema={"text": pl.String}),
+                                 self.batch_size, self.max_length)
+
+    def __repr__(self) -> str:
+        return f"TextClassifier({str(self.path)!r}, classes={list(self.scorer.classes)})"
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise XlcError("pass a list of texts, not a single string")
+    values = list(texts)
+    bad = [i for i, t in enumerate(values) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise XlcError(f"text #{bad[0]} is empty or not a string; every text must be non-empty")
+    return values
+
+
+def load(path: str | Path, **options: Any) -> TextClassifier:
+    """Open a trained model: a run folder (its best model), `best/`, `final/` or `round-NN/onnx`."""
+    return TextClassifier(path, **options)
+
+
+def score(model: str | Path | TextClassifier, texts: Table | Sequence[str], *,
+          text_column: str = "text", **options: Any) -> pl.DataFrame:
+    """Score texts (a list, a frame or a file) with a trained model; a Polars frame back.
+
+    The input's columns are kept (an existing `label` column is renamed `gold`) and
+    `label`, `confidence` and `probs` are added, in input order.
+    """
+    clf = model if isinstance(model, TextClassifier) else load(model, **options)
+    frame = _as_frame(texts, "unlabeled")
+    if frame is None:
+        frame = data.read_table(Path(texts))
+    data.require_columns(frame, "texts", [text_column])
+    data.check_texts(frame, "texts", text_column)
+    if "label" in frame.columns:  # keep a gold label column beside the prediction
+        frame = frame.rename({"label": "gold"})
+    scored = clf.scorer.score(frame.rename({text_column: "text"}) if text_column != "text" else frame,
+                              clf.batch_size, clf.max_length)
+    return scored.rename({"text": text_column}) if text_column != "text" else scored
