@@ -41,3 +41,12 @@ def small_files(tmp_path: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
         paths[name] = tmp_path / f"{name}.parquet"
         frame.write_parquet(paths[name])
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny encoder with a 7-topic head, exported to ONNX (untrained, but deterministic)."""
+    from xlc import model, onnx
+
+    classes = tuple(sorted(pl.read_parquet(data.demo_path())["label"].unique()))
+    return onnx.export(model.from_base(str(tiny_model), classes), tmp_path_factory.mktemp("onnx") / "model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from xlc.model import Classifier, write_meta
 
 log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 
 
 def export(clf: Classifier, out: Path) -> Path:
@@ -38,6 +41,34 @@ def export(clf: Classifier, out: Path) -> Path:
     return out
 
 
+def optimize(model_dir: Path, level: str) -> None:
+    """Rewrite model.onnx with ONNX Runtime graph fusions (Optimum's O1/O2/O3 presets)."""
+    from optimum.onnxruntime import AutoOptimizationConfig, ORTOptimizer
+
+    if level not in OPTIMIZE_LEVELS:
+        raise XlcError(f"--optimize {level!r}: choose one of {', '.join(OPTIMIZE_LEVELS)}")
+    optimizer = ORTOptimizer.from_pretrained(model_dir, file_names=[ONNX_FILE])
+    with atomic_dir(model_dir.with_name(model_dir.name + "-optimized")) as tmp:
+        optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
+        optimized = next(tmp.glob("*.onnx"))
+        os.replace(optimized, model_dir / ONNX_FILE)
+    shutil.rmtree(model_dir.with_name(model_dir.name + "-optimized"), ignore_errors=True)
+
+
+def quantize_int8(model_dir: Path) -> Path:
+    """Write model.int8.onnx beside model.onnx: dynamic int8 weights for MatMul and Gather."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = model_dir / INT8_FILE
+    tmp = model_dir / f".{INT8_FILE}.tmp"
+    from onnx import TensorProto
+
+    quantize_dynamic(model_dir / ONNX_FILE, tmp, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fused graphs too
+    os.replace(tmp, target)
+    return target
+
+
 def find_model(path: Path) -> Path:
     """The folder holding model.onnx: `path` itself, or a run folder's `best/`."""
     for candidate in (path, path / "best", path / "onnx"):
@@ -49,11 +80,17 @@ def find_model(path: Path) -> Path:
     )
 
 
-def session(model_dir: Path, threads: int | None = None, provider: str = "cpu"):
-    """Open one ONNX Runtime session for `model_dir/model.onnx`."""
+def session(model_dir: Path, threads: int | None = None, provider: str = "cpu", int8: bool = False):
+    """Open one ONNX Runtime session for `model_dir/model.onnx` (or its int8 twin).
+
+    provider: "cpu", "cuda", or "auto" (CUDA when onnxruntime-gpu sees a GPU).
+    """
     import onnxruntime as ort
 
-    path = model_dir / ONNX_FILE
+    path = model_dir / (INT8_FILE if int8 else ONNX_FILE)
+    if int8 and not path.is_file() and (model_dir / ONNX_FILE).is_file():
+        log.info("quantising %s to int8 (once; kept as %s)", model_dir / ONNX_FILE, INT8_FILE)
+        quantize_int8(model_dir)
     if not path.is_file():
         raise XlcError(f"{path} not found; export the model first with `xlc export`")
     options = ort.SessionOptions()
@@ -62,9 +99,12 @@ def session(model_dir: Path, threads: int | None = None, provider: str = "cpu"):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if provider == "cuda":
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        else:
-            log.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if provider == "cuda" and not has_cuda:
+        log.warning("--provider cuda: this onnxruntime has no CUDA support (install xlc[gpu] on a "
+                    "machine with a GPU); scoring on CPU")
+    elif provider in ("cuda", "auto") and has_cuda:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif provider not in ("cpu", "auto", "cuda"):
+        raise XlcError(f"--provider {provider!r}: choose cpu, cuda or auto")
     return ort.InferenceSession(str(path), options, providers=providers)
