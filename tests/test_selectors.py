@@ -114,7 +114,8 @@ def test_unknown_selector_lists_the_installed_ones():
     with pytest.raises(XlcError) as info:
         select("nope", POOL, {}, CONTEXT)
     assert "no such selector" in str(info.value)
-    assert "balanced, thresholded, throttling" in str(info.value)
+    installed = str(info.value).partition("installed: ")[2].split(", ")
+    assert {"balanced", "thresholded", "throttling"} <= set(installed) and installed == sorted(installed)
 
 
 class Misbehaving:
@@ -134,7 +135,11 @@ class Misbehaving:
         (lambda pool: pl.DataFrame({"id": [999], "label": ["pos"]}), "returned id 999, which is not in the pool"),
         (lambda pool: pl.DataFrame({"id": [100, 100], "label": ["pos", "pos"]}), "returned id 100 more than once"),
         (lambda pool: pl.DataFrame({"id": [100], "label": ["spam"]}), "label(s) ['spam'] outside the classes"),
-        (lambda pool: pool.select("id"), "must return a Polars frame with columns id and label"),
+        (lambda pool: pl.DataFrame({"id": [100], "label": [None]}, schema={"id": pl.Int64, "label": pl.String}),
+         "label(s) [None] outside the classes"),
+        (lambda pool: pl.DataFrame({"id": ["100"], "label": ["pos"]}), "returned ids of type String, the pool's are Int64"),
+        (lambda pool: pool.select("id"), "must return a Polars frame with columns id and label, got columns ['id']"),
+        (lambda pool: pool["id"].to_list(), "must return a Polars frame with columns id and label, got list"),
         (lambda pool: 1 / 0, "failed: ZeroDivisionError"),
     ],
 )
@@ -148,6 +153,14 @@ def test_misbehaving_selector_gets_an_error_naming_its_plugin(result, message):
     finally:
         remove_plugin("test-bad-plugin")
     assert "bad" not in available()
+
+
+def test_a_selector_may_return_a_lazy_frame():
+    assert add_plugin(Misbehaving(lambda pool: pool.lazy().head(2)), "test-lazy-plugin") == ["bad"]
+    try:
+        assert select("bad", POOL, {}, CONTEXT)["id"].to_list() == [100, 101]
+    finally:
+        remove_plugin("test-lazy-plugin")
 
 
 def test_a_plugin_cannot_take_a_builtin_name():

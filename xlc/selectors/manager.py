@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points, version
+from importlib.metadata import EntryPoint, entry_points, version
 from typing import Any
 
 import pluggy
@@ -13,11 +14,16 @@ import polars as pl
 
 from xlc.errors import XlcError
 from xlc.selectors import builtin, hookspecs
-from xlc.selectors.hookspecs import SelectionContext, Selector
+from xlc.selectors.hookspecs import Option, SelectionContext, Selector
 
 ENTRY_POINT_GROUP = "xlc"
+BUILTIN_PLUGIN = "xlc.builtin"
 PLUGINS_ENV = "XLC_PLUGINS"
-"""Which third-party plugins load: unset = all; "" or "none" = none; "a,b" = those entry points."""
+"""Which third-party plugins load: unset = all; "" or "none" = none; "a,b" = those plugins, each
+named by its entry point name or its package name. The built-in selectors always load."""
+
+OPTION_TYPES = (int, float, str, bool)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,14 @@ class Registered:
 
 @dataclass(frozen=True)
 class PluginFailure:
+    """A plugin that could not be loaded or registered, and why."""
+
     plugin: str
     package: str
     error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} (package {self.package}): {self.error}"
 
 
 @dataclass
@@ -49,65 +60,145 @@ class Plugins:
 _plugins: Plugins | None = None
 
 
-def _allowed(name: str) -> bool:
-    wanted = os.environ.get(PLUGINS_ENV)
-    if wanted is None:
-        return True
-    names = {n.strip() for n in wanted.split(",") if n.strip()}
-    return name in names and "none" not in names
+def wanted_plugins(value: str | None) -> set[str] | None:
+    """The plugin names an XLC_PLUGINS value asks for: None = all, an empty set = none."""
+    if value is None:
+        return None
+    names = {_normal(n) for n in value.split(",") if n.strip()}
+    return set() if "none" in names else names
+
+
+def _normal(name: str) -> str:
+    """Package names compare as pip does: case and runs of -_. do not matter."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _describe(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, XlcError) else f"{type(exc).__name__}: {text}"
+
+
+def _source(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    return (dist.name, dist.version) if dist else ("?", "?")
 
 
 def _load() -> Plugins:
     pm = pluggy.PluginManager("xlc")
     pm.add_hookspecs(hookspecs)
     plugins = Plugins(pm)
-    sources = {"xlc.builtin": ("xlc", version("xlc") if _installed("xlc") else "dev")}
-    pm.register(builtin, name="xlc.builtin")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if not _allowed(ep.name) or pm.has_plugin(ep.name):
+    sources = {BUILTIN_PLUGIN: ("xlc", _version("xlc"))}
+    pm.register(builtin, name=BUILTIN_PLUGIN)
+    wanted = wanted_plugins(os.environ.get(PLUGINS_ENV))
+    found: set[str] = set()
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value)):
+        package, package_version = _source(ep)
+        names = {_normal(ep.name), _normal(package)}
+        if wanted is not None and not names & wanted:
             continue
-        package = ep.dist.name if ep.dist else "?"
-        package_version = ep.dist.version if ep.dist else "?"
+        found |= names
+        if ep.name in sources:
+            plugins.failures.append(PluginFailure(ep.name, package, (
+                f"entry point name {ep.name!r} is already used by package {sources[ep.name][0]}; "
+                f"rename the entry point in one of the two packages"
+            )))
+            continue
         try:
-            pm.register(ep.load(), name=ep.name)
-            pm.check_pending()
+            _register_entry_point(pm, ep)
         except Exception as exc:  # a broken plugin must not hide the others
-            if pm.has_plugin(ep.name):
-                pm.unregister(name=ep.name)
-            plugins.failures.append(PluginFailure(ep.name, package, f"{type(exc).__name__}: {exc}"))
+            plugins.failures.append(PluginFailure(ep.name, package, _describe(exc)))
             continue
         sources[ep.name] = (package, package_version)
-    for impl in pm.hook.xlc_register_selectors.get_hookimpls():  # registration order
-        _collect(plugins, impl, *sources.get(impl.plugin_name, ("?", "?")))
+    for name in sorted((wanted or set()) - found):
+        plugins.failures.append(PluginFailure(name, "?", (
+            f"{PLUGINS_ENV} names {name!r}, but no installed package declares an entry point "
+            f"or is called that in group {ENTRY_POINT_GROUP!r}; check the spelling or pip install it"
+        )))
+    for impl in pm.hook.xlc_register_selectors.get_hookimpls():  # registration order: built-ins first
+        package, package_version = sources[impl.plugin_name]
+        try:
+            plugins.selectors |= _collect(impl, package, package_version, plugins.selectors)
+        except Exception as exc:
+            pm.unregister(name=impl.plugin_name)
+            plugins.failures.append(PluginFailure(impl.plugin_name, package, _describe(exc)))
     return plugins
 
 
-def _installed(dist: str) -> bool:
+def _register_entry_point(pm: pluggy.PluginManager, ep: EntryPoint) -> None:
+    """Import the plugin and register it; on any error leave the manager as it was."""
+    plugin = ep.load()
+    pm.register(plugin, name=ep.name)
     try:
-        version(dist)
+        pm.check_pending()  # a misspelt hook name becomes an error, not silence
+        if not pm.get_hookcallers(plugin):
+            raise XlcError(
+                f"entry point {ep.value!r} implements no xlc hook; mark a function "
+                f"xlc_register_selectors(register) with @xlc.hookimpl"
+            )
     except Exception:
-        return False
-    return True
+        pm.unregister(name=ep.name)
+        raise
 
 
-def _collect(plugins: Plugins, impl: pluggy.HookImpl, package: str, package_version: str) -> None:
-    name = impl.plugin_name
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except Exception:
+        return "dev"
+
+
+def check_selector(selector: Any) -> Selector:
+    """`selector` if it is a usable Selector with valid option defaults, else an XlcError."""
+    if not isinstance(selector, Selector):
+        raise XlcError(f"register() takes an xlc.Selector, got {type(selector).__name__}")
+    if not isinstance(selector.name, str) or not _NAME.fullmatch(selector.name):
+        raise XlcError(
+            f"selector name {selector.name!r} must start with a letter or digit and hold only "
+            f"letters, digits, '_', '-' and '.'"
+        )
+    if not callable(selector.select):
+        raise XlcError(f"selector {selector.name!r}: select must be a function (pool, options, context)")
+    seen: set[str] = set()
+    for option in selector.options:
+        if not isinstance(option, Option):
+            raise XlcError(f"selector {selector.name!r}: options must be xlc.Option, got {option!r}")
+        if not _NAME.fullmatch(option.name) or option.name in seen:
+            raise XlcError(f"selector {selector.name!r}: option name {option.name!r} is invalid or repeated")
+        if option.type not in OPTION_TYPES:
+            raise XlcError(
+                f"selector {selector.name!r}: option {option.name} has type {option.type!r}; "
+                f"use int, float, str or bool"
+            )
+        seen.add(option.name)
+        try:
+            if _convert(selector, option, option.default) != option.default:  # a string for an int
+                raise XlcError(
+                    f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, "
+                    f"got {option.default!r}"
+                )
+        except XlcError as exc:
+            raise XlcError(f"{exc} (the option's default)") from None
+    return selector
+
+
+def _collect(
+    impl: pluggy.HookImpl, package: str, package_version: str, taken: Mapping[str, Registered]
+) -> dict[str, Registered]:
+    """Call one plugin's hook; the selectors it registers, all checked, or an error (all or none)."""
+    new: dict[str, Registered] = {}
 
     def register(selector: Selector) -> None:
-        if not isinstance(selector, Selector):
-            raise XlcError(f"register() takes an xlc Selector, got {type(selector).__name__}")
-        taken = plugins.selectors.get(selector.name)
-        if taken:
+        check_selector(selector)
+        owner = taken.get(selector.name) or new.get(selector.name)
+        if owner:
             raise XlcError(
                 f"selector name {selector.name!r} is already registered by plugin "
-                f"{taken.plugin!r} (package {taken.package})"
+                f"{owner.plugin!r} (package {owner.package}); choose another name"
             )
-        plugins.selectors[selector.name] = Registered(selector, name, package, package_version)
+        new[selector.name] = Registered(selector, impl.plugin_name, package, package_version)
 
-    try:
-        impl.function(register=register)
-    except Exception as exc:
-        plugins.failures.append(PluginFailure(name, package, f"{type(exc).__name__}: {exc}"))
+    impl.function(register=register)
+    return new
 
 
 def plugins() -> Plugins:
@@ -130,7 +221,7 @@ def available() -> dict[str, Registered]:
 
 
 def get_selector(name: str) -> Registered:
-    """The selector called `name`, or an error listing the installed ones."""
+    """The selector called `name`, or an error listing the installed ones and broken plugins."""
     loaded = plugins()
     if name in loaded.selectors:
         return loaded.selectors[name]
@@ -142,7 +233,7 @@ def get_selector(name: str) -> Registered:
     )
 
 
-def _convert(selector: Selector, option: hookspecs.Option, value: Any) -> Any:
+def _convert(selector: Selector, option: Option, value: Any) -> Any:
     if isinstance(value, str) and option.type is not str:
         try:
             if option.type is bool:
@@ -194,13 +285,22 @@ def select(
     who = f"selector {name!r} (plugin {entry.plugin!r}, package {entry.package})"
     try:
         chosen = entry.selector.select(pool, resolved, context)
+        if isinstance(chosen, pl.LazyFrame):
+            chosen = chosen.collect()
     except XlcError:
         raise
     except Exception as exc:
         raise XlcError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(chosen, pl.DataFrame) or not {"id", "label"} <= set(chosen.columns):
-        raise XlcError(f"{who} must return a Polars frame with columns id and label")
-    chosen = chosen.select("id", pl.col("label").cast(pl.String))
+        got = type(chosen).__name__ if not isinstance(chosen, pl.DataFrame) else f"columns {chosen.columns}"
+        raise XlcError(f"{who} must return a Polars frame with columns id and label, got {got}")
+    return _check_choice(who, chosen.select("id", pl.col("label").cast(pl.String)), pool, context)
+
+
+def _check_choice(
+    who: str, chosen: pl.DataFrame, pool: pl.DataFrame, context: SelectionContext
+) -> pl.DataFrame:
+    """The chosen rows joined to the pool, or an error naming the first bad row."""
     if chosen["id"].is_duplicated().any():
         dup = chosen.filter(pl.col("id").is_duplicated())["id"][0]
         raise XlcError(f"{who} returned id {dup!r} more than once")
@@ -219,23 +319,21 @@ def select(
 def add_plugin(plugin: object, name: str, package: str = "(registered at run time)") -> list[str]:
     """Register a plugin object in this process (a notebook, a test); returns its selector names.
 
-    Errors while registering are raised, not recorded, since the caller is right here.
+    Errors are raised (as XlcError naming the plugin), not recorded, since the caller is right here.
     """
     loaded = plugins()
     loaded.pm.register(plugin, name=name)
     try:
         loaded.pm.check_pending()
-        before = set(loaded.selectors)
-        failures = len(loaded.failures)
+        new: dict[str, Registered] = {}
         for impl in loaded.pm.hook.xlc_register_selectors.get_hookimpls():
             if impl.plugin_name == name:
-                _collect(loaded, impl, package, "")
-        if len(loaded.failures) > failures:
-            raise XlcError(f"plugin {name!r}: {loaded.failures.pop().error}")
-    except Exception:
-        remove_plugin(name)
-        raise
-    return sorted(set(loaded.selectors) - before)
+                new = _collect(impl, package, "", loaded.selectors)
+    except Exception as exc:
+        loaded.pm.unregister(name=name)
+        raise XlcError(str(PluginFailure(name, package, _describe(exc)))) from exc
+    loaded.selectors |= new
+    return sorted(new)
 
 
 def remove_plugin(name: str) -> None:
@@ -245,3 +343,22 @@ def remove_plugin(name: str) -> None:
         loaded.pm.unregister(name=name)
     for key in [k for k, v in loaded.selectors.items() if v.plugin == name]:
         del loaded.selectors[key]
+
+
+def describe() -> dict[str, list[dict[str, Any]]]:
+    """Every selector and every broken plugin as plain data (for `xlc selectors`)."""
+    loaded = plugins()
+    selectors = [
+        {
+            "name": name, "package": entry.package, "version": entry.version, "plugin": entry.plugin,
+            "description": entry.selector.description,
+            "options": [
+                {"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help,
+                 "requirement": o.requirement}
+                for o in entry.selector.options
+            ],
+        }
+        for name, entry in sorted(loaded.selectors.items())
+    ]
+    broken = [{"plugin": f.plugin, "package": f.package, "error": f.error} for f in loaded.failures]
+    return {"selectors": selectors, "broken": broken}

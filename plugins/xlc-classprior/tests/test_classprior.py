@@ -1,0 +1,169 @@
+"""The `prior` and `margin` selectors, run through xlc's plugin manager as `xlc selftrain` runs them."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from xlc_classprior import quotas
+
+from xlc import SelectionContext, XlcError
+from xlc.selectors import available, resolve_options, select
+
+CLASSES = ("business", "health", "sports")
+
+
+def scored_pool(rows: list[tuple[str, list[float]]]) -> pl.DataFrame:
+    """Pool rows from (predicted label, class probabilities); ids start at 100."""
+    n = len(rows)
+    return pl.DataFrame({
+        "id": list(range(100, 100 + n)),
+        "text": [f"text {i}" for i in range(n)],
+        "lang": ["de"] * n,
+        "label": [label for label, _ in rows],
+        "confidence": pl.Series([max(p) for _, p in rows], dtype=pl.Float32),
+        "probs": pl.Series([p for _, p in rows], dtype=pl.Array(pl.Float32, len(CLASSES))),
+    })
+
+
+def confident(label: str, conf: float) -> tuple[str, list[float]]:
+    rest = (1 - conf) / 2
+    return label, [conf if c == label else rest for c in CLASSES]
+
+
+# 6 business, 3 health, 4 sports predictions; confidence falls with the id within each class.
+POOL = scored_pool(
+    [confident("business", 0.99 - i / 100) for i in range(6)]
+    + [confident("health", 0.89 - i / 100) for i in range(3)]
+    + [confident("sports", 0.79 - i / 100) for i in range(4)]
+)
+UNBALANCED = SelectionContext(CLASSES, {"business": 60, "health": 10, "sports": 30}, 0)
+
+
+def per_class(frame: pl.DataFrame) -> dict[str, int]:
+    counts = dict(frame["label"].value_counts().iter_rows())
+    return {c: counts.get(c, 0) for c in CLASSES}
+
+
+def test_the_plugin_is_found_through_its_installed_entry_point():
+    found = available()
+    for name in ("prior", "margin"):
+        assert found[name].plugin == "classprior"
+        assert (found[name].package, found[name].version) == ("xlc-classprior", version("xlc-classprior"))
+
+
+@pytest.mark.parametrize(
+    ("total", "counts", "expected"),
+    [
+        (10, {"a": 6, "b": 1, "c": 3}, {"a": 6, "b": 1, "c": 3}),
+        (7, {"a": 1, "b": 1, "c": 1}, {"a": 3, "b": 2, "c": 2}),  # equal remainders: first class
+        (5, {"a": 6, "b": 1, "c": 3}, {"a": 3, "b": 1, "c": 1}),  # b and c tie at .5: b is first
+        (4, {"a": 0, "b": 1, "c": 1}, {"a": 0, "b": 2, "c": 2}),
+        (5, {"a": 0, "b": 0, "c": 0}, {"a": 2, "b": 2, "c": 1}),  # no counts: even split
+        (3, {"b": 2}, {"a": 0, "b": 3, "c": 0}),  # missing classes count 0
+    ],
+)
+def test_quotas_follow_the_counts_by_largest_remainder(total, counts, expected):
+    assert quotas(total, counts, "abc") == expected
+
+
+@given(
+    total=st.integers(0, 10_000),
+    counts=st.lists(st.integers(0, 10**6), min_size=1, max_size=12),
+)
+def test_quotas_sum_exactly_to_the_total_and_stay_within_one_of_the_exact_share(total, counts):
+    classes = [f"c{i}" for i in range(len(counts))]
+    share = quotas(total, dict(zip(classes, counts, strict=True)), classes)
+    assert sum(share.values()) == total
+    mass = sum(counts) or len(counts)
+    for c, count in zip(classes, counts if sum(counts) else [1] * len(counts), strict=True):
+        exact = total * count / mass
+        assert exact - 1 < share[c] < exact + 1
+        if count == 0:
+            assert share[c] == 0
+
+
+def test_prior_splits_n_in_proportion_to_the_labelled_classes():
+    taken = select("prior", POOL, {"n": 10}, UNBALANCED)
+    assert taken.height == 10
+    assert per_class(taken) == {"business": 6, "health": 1, "sports": 3}
+
+
+def test_prior_takes_the_most_confident_texts_of_each_class():
+    # shares of 5 for 60/10/30: 3.0, 0.5, 1.5; the fifth text goes to health, first of the .5 tie
+    taken = select("prior", POOL, {"n": 5}, UNBALANCED)
+    assert per_class(taken) == {"business": 3, "health": 1, "sports": 1}
+    assert sorted(taken["id"]) == [100, 101, 102, 106, 109]
+    assert taken["confidence"].to_list() == sorted(taken["confidence"].to_list(), reverse=True)
+
+
+def test_prior_does_not_move_a_short_class_quota_to_other_classes():
+    """health has 3 candidates for a quota of 5; the 2 missing are not taken from business."""
+    context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 0}, 0)
+    taken = select("prior", POOL, {"n": 10}, context)
+    assert per_class(taken) == {"business": 5, "health": 3, "sports": 0}
+
+
+def test_prior_without_n_takes_kt_times_the_number_of_classes():
+    context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 1}, 0)
+    taken = select("prior", POOL, {"kt": 2}, context)
+    assert per_class(taken) == {"business": 2, "health": 2, "sports": 2}
+
+
+def test_prior_skips_texts_below_min_confidence():
+    taken = select("prior", POOL, {"n": 10, "min_confidence": 0.85}, UNBALANCED)
+    assert per_class(taken) == {"business": 6, "health": 1, "sports": 0}
+    assert taken["confidence"].min() >= 0.85
+
+
+def test_prior_breaks_confidence_ties_by_id_whatever_the_row_order():
+    tied = scored_pool([confident("sports", 0.8)] * 6)
+    context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 1}, 0)
+    first = select("prior", tied, {"n": 6}, context)["id"].to_list()
+    assert first == select("prior", tied.reverse(), {"n": 6}, context)["id"].to_list() == [100, 101]
+
+
+def test_prior_on_an_empty_pool_takes_nothing():
+    assert select("prior", POOL.clear(), {"n": 5}, UNBALANCED).height == 0
+
+
+def test_margin_ranks_by_top1_minus_top2_not_by_confidence():
+    pool = scored_pool([
+        ("business", [0.50, 0.49, 0.01]),  # confident-looking 0.50 but margin 0.01
+        ("business", [0.45, 0.10, 0.45 - 1e-3]),  # margin ~0.001
+        ("business", [0.40, 0.30, 0.30]),  # lower confidence, margin 0.10
+        ("health", [0.20, 0.60, 0.20]),
+    ])
+    taken = select("margin", pool, {"kt": 1}, UNBALANCED)
+    assert dict(zip(taken["label"], taken["id"], strict=True)) == {"business": 102, "health": 103}
+
+
+def test_margin_takes_kt_per_class_and_respects_min_margin():
+    taken = select("margin", POOL, {"kt": 2, "min_margin": 0.7}, UNBALANCED)
+    # margin = (3c - 1) / 2: >= 0.7 needs confidence >= 0.8
+    assert per_class(taken) == {"business": 2, "health": 2, "sports": 0}
+    assert set(taken["id"]) == {100, 101, 106, 107}
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("prior", {"n": -1}, "option n must be >= 0, got -1"),
+        ("prior", {"kt": 0}, "option kt must be >= 1, got 0"),
+        ("prior", {"min_confidence": 1.5}, "option min_confidence must be in [0, 1], got 1.5"),
+        ("margin", {"min_margin": "wide"}, "option min_margin must be float, got 'wide'"),
+        ("margin", {"n": 3}, "selector 'margin' has no option 'n' (its options: kt, min_margin)"),
+    ],
+)
+def test_bad_options_are_rejected_by_name(name, options, message):
+    with pytest.raises(XlcError) as info:
+        resolve_options(name, options)
+    assert message in str(info.value)
+
+
+def test_options_have_the_documented_defaults():
+    assert resolve_options("prior", {}) == {"kt": 40, "n": 0, "min_confidence": 0.0}
+    assert resolve_options("margin", {"kt": "5"}) == {"kt": 5, "min_margin": 0.0}

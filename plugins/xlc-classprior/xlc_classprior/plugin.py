@@ -1,0 +1,43 @@
+"""The xlc plugin: registers the `prior` and `margin` selectors (entry point `classprior`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xlc import Option, Selector, hookimpl
+from xlc_classprior.selectors import margin, prior
+
+
+def _at_least(low: int) -> Callable[[int], bool]:
+    return lambda value: value >= low
+
+
+def _unit(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+PRIOR = Selector(
+    "prior", prior,
+    "most confident texts per predicted class, in proportion to the labelled set's classes",
+    (
+        Option("kt", int, 40, "texts per class on average when n is 0 (total = kt x classes)",
+               _at_least(1), ">= 1"),
+        Option("n", int, 0, "texts per round in total; 0 = kt x classes", _at_least(0), ">= 0"),
+        Option("min_confidence", float, 0.0, "take no text below this confidence", _unit, "in [0, 1]"),
+    ),
+)
+
+MARGIN = Selector(
+    "margin", margin,
+    "up to kt texts per predicted class with the largest top-1 minus top-2 probability",
+    (
+        Option("kt", int, 40, "texts to take per class each round", _at_least(1), ">= 1"),
+        Option("min_margin", float, 0.0, "take no text whose margin is below this", _unit, "in [0, 1]"),
+    ),
+)
+
+
+@hookimpl
+def xlc_register_selectors(register: Callable[[Selector], None]) -> None:
+    register(PRIOR)
+    register(MARGIN)

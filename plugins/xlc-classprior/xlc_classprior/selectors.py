@@ -1,0 +1,67 @@
+"""The selection rules, as pure functions of a scored pool (no plugin machinery here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from xlc import SelectionContext
+
+
+def quotas(total: int, counts: Mapping[str, int], classes: Sequence[str]) -> dict[str, int]:
+    """Split `total` across `classes` in proportion to `counts`; the quotas sum to exactly `total`.
+
+    Largest remainder (Hamilton) rounding, in exact integer arithmetic: each class first gets
+    floor(total * count / sum of counts); the texts still missing go one each to the classes
+    with the largest remainders, ties to the class listed first. A class with count 0 gets 0.
+    If every count is 0 the split is even.
+    """
+    weights = [max(int(counts.get(c, 0)), 0) for c in classes]
+    mass = sum(weights)
+    if mass == 0:
+        weights, mass = [1] * len(classes), len(classes)
+    share = [total * w // mass for w in weights]
+    remainder = [total * w % mass for w in weights]
+    missing = total - sum(share)
+    for i in sorted(range(len(classes)), key=lambda i: (-remainder[i], i))[:missing]:
+        share[i] += 1
+    return dict(zip(classes, share, strict=True))
+
+
+def take_per_class(pool: pl.DataFrame, quota: Mapping[str, int], score: str) -> pl.DataFrame:
+    """Up to quota[label] rows per predicted label, highest `score` first, ties broken by id."""
+    ranked = pool.sort([score, "id"], descending=[True, False])
+    limit = pl.col("label").replace_strict(dict(quota), default=0, return_dtype=pl.Int64)
+    return ranked.filter(pl.int_range(pl.len()).over("label") < limit)
+
+
+def prior_total(options: Mapping[str, Any], classes: Sequence[str]) -> int:
+    """Texts to take this round: `n`, or `kt` per class on average when `n` is 0."""
+    return options["n"] or options["kt"] * len(classes)
+
+
+def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    """The most confident texts per predicted class, per-class counts following the labelled set's prior.
+
+    A class with fewer candidates than its quota gives what it has; the shortfall is not moved
+    to other classes, which would let the model's favourite class take over.
+    """
+    share = quotas(prior_total(options, context.classes), context.labeled_counts, context.classes)
+    candidates = pool.filter(pl.col("confidence") >= options["min_confidence"])
+    return take_per_class(candidates, share, "confidence")
+
+
+def top2_margin(probs: pl.Expr, width: int) -> pl.Expr:
+    """Top-1 minus top-2 probability of an Array column (the top-1 itself when width is 1)."""
+    ordered = probs.arr.sort(descending=True)
+    second = ordered.arr.get(1) if width > 1 else pl.lit(0.0)
+    return ordered.arr.get(0) - second
+
+
+def margin(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    """Up to kt texts per predicted class with the largest top-2 margin, at least `min_margin`."""
+    scored = pool.with_columns(top2_margin(pl.col("probs"), len(context.classes)).alias("margin"))
+    candidates = scored.filter(pl.col("margin") >= options["min_margin"])
+    return take_per_class(candidates, {c: options["kt"] for c in context.classes}, "margin")

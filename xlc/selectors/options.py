@@ -1,0 +1,48 @@
+"""Selector options from the command line: `--selector-opt key=value` and `--selector-config FILE`.
+
+Values stay as given (strings from flags, TOML types from files); `manager.resolve_options`
+converts and validates them against the selector's `Option`s.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from xlc.errors import XlcError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+
+def parse_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`key=value` strings as a dict; a later key wins."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise XlcError(f"--selector-opt {pair!r}: write it as key=value, e.g. --selector-opt kt=40")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """A TOML file of `key = value` lines, one per option of the chosen selector."""
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise XlcError(f"--selector-config {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise XlcError(f"--selector-config {path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise XlcError(f"--selector-config {path}: not valid TOML: {exc}") from None
+    for key, value in values.items():
+        if isinstance(value, (dict, list)):
+            raise XlcError(
+                f"--selector-config {path}: {key!r} is a {type(value).__name__}; the file holds one "
+                f"selector's options as key = value lines (numbers, strings, true/false)"
+            )
+    return values
