@@ -27,8 +27,7 @@ def sample(frame: pl.DataFrame, lang: str, split: str, n: int) -> pl.DataFrame:
     return rows.sort("text").head(n).select("text", "label", "lang")
 
 
-@pytest.fixture
-def small_files(tmp_path: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
+def write_small_files(folder: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
     """English train (80), German pool with gold labels (60), dev (30) and test (30) as Parquet."""
     parts = {
         "train": sample(demo_frame, "eng_Latn", "train", 80),
@@ -38,9 +37,20 @@ def small_files(tmp_path: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
     }
     paths = {}
     for name, frame in parts.items():
-        paths[name] = tmp_path / f"{name}.parquet"
+        paths[name] = folder / f"{name}.parquet"
         frame.write_parquet(paths[name])
     return paths
+
+
+@pytest.fixture
+def small_files(tmp_path: Path, demo_frame: pl.DataFrame) -> dict[str, Path]:
+    return write_small_files(tmp_path, demo_frame)
+
+
+@pytest.fixture(scope="module")
+def module_files(tmp_path_factory: pytest.TempPathFactory, demo_frame: pl.DataFrame) -> dict[str, Path]:
+    """The same small files, shared by the tests of one module."""
+    return write_small_files(tmp_path_factory.mktemp("data"), demo_frame)
 
 
 @pytest.fixture(scope="session")

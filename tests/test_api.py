@@ -16,7 +16,7 @@ FAST = {"epochs": 1, "batch_size": 16, "max_length": 32, "max_rounds": 1, "patie
 
 @pytest.fixture
 def frames(small_files):
-    return {role: pl.read_parquet(path) for role, path in small_files.items() if role != "hashes"}
+    return {role: pl.read_parquet(path) for role, path in small_files.items()}
 
 
 @pytest.fixture

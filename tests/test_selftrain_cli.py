@@ -28,18 +28,19 @@ def selftrain_args(model, files, out, *extra):
             "--epochs", "1", "--batch-size", "16", "--max-length", "32", *extra)
 
 
-@pytest.fixture
-def two_rounds(tiny_model, small_files, tmp_path):
-    out = tmp_path / "run"
-    small_files["hashes"] = {name: digest(path) for name, path in small_files.items()}
-    result = run_cli(*selftrain_args(tiny_model, small_files, out, "--selector", "throttling",
+@pytest.fixture(scope="module")
+def two_rounds(tiny_model, module_files, tmp_path_factory):
+    """One finished two-round run, shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    hashes = {name: digest(path) for name, path in module_files.items()}
+    result = run_cli(*selftrain_args(tiny_model, module_files, out, "--selector", "throttling",
                                      "--n", "7", "--max-rounds", "2", "--patience", "5"))
     assert result.exit_code == 0, result.output
-    return out, result
+    return out, result, hashes
 
 
-def test_selftrain_runs_rounds_and_moves_selected_texts_out_of_the_pool(two_rounds, small_files):
-    out, result = two_rounds
+def test_selftrain_runs_rounds_and_moves_selected_texts_out_of_the_pool(two_rounds):
+    out, result, _ = two_rounds
     report = json.loads((out / "report.json").read_text())
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
@@ -52,9 +53,9 @@ def test_selftrain_runs_rounds_and_moves_selected_texts_out_of_the_pool(two_roun
     assert "round" in result.output and "dev acc" in result.output  # the table
 
 
-def test_each_round_writes_its_selection_metrics_and_onnx_model(two_rounds, small_files):
-    out, _ = two_rounds
-    pool_texts = set(pl.read_parquet(small_files["unlabeled"])["text"])
+def test_each_round_writes_its_selection_metrics_and_onnx_model(two_rounds, module_files):
+    out, _, _ = two_rounds
+    pool_texts = set(pl.read_parquet(module_files["unlabeled"])["text"])
     seen = set()
     for rnd in (0, 1):
         selected = pl.read_parquet(out / f"round-{rnd:02d}" / "selected.parquet")
@@ -71,7 +72,7 @@ def test_each_round_writes_its_selection_metrics_and_onnx_model(two_rounds, smal
 
 
 def test_pseudo_labels_are_the_models_predictions(two_rounds):
-    out, _ = two_rounds
+    out, _, _ = two_rounds
     selected = pl.read_parquet(out / "round-00" / "selected.parquet")
     scorer = Scorer.open(out / "round-00" / "onnx")
     rescored = scorer.score(selected.select("text"), max_length=32)
@@ -80,7 +81,7 @@ def test_pseudo_labels_are_the_models_predictions(two_rounds):
 
 
 def test_best_and_final_models_are_saved_in_both_formats(two_rounds):
-    out, _ = two_rounds
+    out, _, _ = two_rounds
     for name in ("best", "final"):
         names = {p.name for p in (out / name).iterdir()}
         assert {"model.safetensors", "config.json", "model.onnx", "tokenizer.json", "xlc.json"} <= names
@@ -133,14 +134,14 @@ def test_missing_input_file_is_named(tiny_model, small_files, tmp_path):
     assert "missing.csv: file not found" in result.output
 
 
-def test_an_output_folder_holding_a_run_is_not_overwritten(two_rounds, tiny_model, small_files):
-    out, _ = two_rounds
+def test_an_output_folder_holding_a_run_is_not_overwritten(two_rounds, tiny_model, module_files):
+    out, _, _ = two_rounds
     before = (out / "report.json").read_bytes()
-    result = CliRunner().invoke(main, list(selftrain_args(tiny_model, small_files, out)))
-    assert result.exit_code != 0 and "already holds a run" in result.output
+    result = CliRunner().invoke(main, list(selftrain_args(tiny_model, module_files, out)))
+    assert result.exit_code != 0 and "already holds a finished run" in result.output
     assert (out / "report.json").read_bytes() == before
 
 
-def test_input_files_are_left_untouched(two_rounds, small_files):
-    hashes = small_files.pop("hashes")
-    assert {name: digest(path) for name, path in small_files.items()} == hashes
+def test_input_files_are_left_untouched(two_rounds, module_files):
+    _, _, hashes = two_rounds
+    assert {name: digest(path) for name, path in module_files.items()} == hashes

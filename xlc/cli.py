@@ -51,7 +51,10 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 
 @main.command()
 @click.option("--config", "config_file", type=FILE, help="TOML file with settings; flags override it.")
-@click.option("--out", help="Output folder for the run.  [default: runs/xlc]")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Continue the interrupted run in this folder with its own settings.")
+@click.option("--out", help="Output folder for the run (re-running on an unfinished run resumes it).  "
+                            "[default: runs/xlc]")
 @click.option("--train", type=FILE, help="Labelled source-language data (CSV, Parquet, JSONL).")
 @click.option("--unlabeled", type=FILE, help="Unlabelled target-language pool.")
 @click.option("--dev", type=FILE, help="Labelled target-language data for early stopping.")
@@ -84,7 +87,7 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--threads", type=int, help="CPU threads for training and scoring.  [default: all]")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
 @_fail_cleanly
-def selftrain(config_file: Path | None, quiet: bool, kt: int | None, n: int | None,
+def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt: int | None, n: int | None,
               threshold: float | None, selector_opt: tuple[str, ...], selector_config: Path | None,
               demo_langs: str | None, **flags: Any) -> None:
     """Self-train a classifier: fine-tune, score the pool, select, repeat.
@@ -98,6 +101,12 @@ def selftrain(config_file: Path | None, quiet: bool, kt: int | None, n: int | No
 
     _setup_logging(quiet)
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    if resume_dir:
+        if config_file or overrides.get("out", str(resume_dir)) != str(resume_dir):
+            raise XlcError("--resume DIR takes its settings from DIR/config.toml; drop --config and --out")
+        config_file, overrides["out"] = resume_dir / "config.toml", str(resume_dir)
+        if not config_file.is_file():
+            raise XlcError(f"--resume {resume_dir}: no config.toml there; it does not hold an xlc run")
     if demo_langs:
         overrides["demo_langs"] = tuple(x.strip() for x in demo_langs.split(",") if x.strip())
     given = {"kt": kt, "n": n, "threshold": threshold}
@@ -159,6 +168,69 @@ def list_selectors(as_json: bool) -> None:
     if listing["broken"]:
         click.echo(f"(fix or uninstall the package, or load only the plugins you name: "
                    f"{PLUGINS_ENV}=name1,name2; {PLUGINS_ENV}=none loads no third-party plugin)", err=True)
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="A run folder (its best model), best/, final/ or a folder from `xlc export`.")
+@click.option("--input", "input_path", type=FILE, required=True, help="Texts to score (Parquet, CSV, JSONL).")
+@click.option("--output", "output_path", type=FILE, required=True, help="Scores, written as Parquet.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--chunk-size", default=20_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows read, scored and written per part (bounds memory; the unit of resume).")
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads.  [default: all cores]")
+@click.option("--int8", is_flag=True, help="Use (and create once) the dynamic int8 model.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto = CUDA when onnxruntime-gpu sees a GPU.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output or unfinished parts.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_fail_cleanly
+def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, **options: Any) -> None:
+    """Score a table of texts with a trained model; resumable, in bounded memory.
+
+    Output per row, in input order: id, label, confidence and p_<class> for every class.
+    Null, empty or whitespace-only texts keep their row with null scores.
+    """
+    from xlc.progress import Bars
+    from xlc.scoring import ScoreJob, score_file
+
+    _setup_logging(quiet)
+    job = ScoreJob(model=model_path, input=input_path, output=output_path, **options)
+    with Bars(quiet=quiet, unit="rows") as bars:
+        summary = score_file(job, progress=lambda done, total: bars("score", done, total))
+    counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
+    click.echo(f"scored {summary.rows} rows in {summary.seconds:.1f} s ({summary.rows_per_second:.0f} rows/s)"
+               f"{f', resumed {summary.resumed_parts} finished part(s)' if summary.resumed_parts else ''}")
+    click.echo(f"per class: {counts}" + (f"; {summary.empty_texts} empty text(s) left unscored"
+                                         if summary.empty_texts else ""))
+    click.echo(f"output: {summary.output}")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="A run folder (its best model) or a model folder with Hugging Face weights.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--optimize", type=click.Choice(["O1", "O2", "O3"]), help="ONNX Runtime graph optimisation.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic int8 quantisation).")
+@_fail_cleanly
+def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool) -> None:
+    """Export a trained model to ONNX (through Optimum), ready for `xlc score`."""
+    from xlc import model, onnx
+
+    _setup_logging(False)
+    source = model_path / "best" if (model_path / "best" / model.META_FILE).is_file() else model_path
+    if not (source / "config.json").is_file():
+        raise XlcError(f"--model {model_path}: no Hugging Face weights here or in best/; pass a run folder")
+    onnx.export(model.load(source), out_path)
+    if optimize:
+        onnx.optimize(out_path, optimize)
+    if int8:
+        onnx.quantize_int8(out_path)
+    click.echo(f"exported {source} to {out_path}" + (f" (optimised {optimize})" if optimize else "")
+               + (" with model.int8.onnx" if int8 else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from xlc import files
 from xlc.errors import XlcError
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -207,4 +208,4 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write a Parquet file atomically (temp file in the same folder, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     frame.write_parquet(tmp)
-    tmp.replace(path)
+    files.commit(tmp, path)

@@ -11,14 +11,29 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, fsync it, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+def fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents (a rename is durable once its folder is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Durably rename a finished temp file or folder onto `path`."""
+    for item in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
+        if item.is_file():
+            fsync(item)
     os.replace(tmp, path)
+    fsync(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, then commit it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    commit(tmp, path)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -38,7 +53,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
     if path.exists():
         shutil.rmtree(path)
-    os.replace(tmp, path)
+    commit(tmp, path)
 
 
 def link_or_copy(source: Path, target: Path) -> None:

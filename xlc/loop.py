@@ -1,14 +1,25 @@
-"""The self-learning loop (Dong & de Melo 2019, Algorithm 1).
+"""The self-learning loop (Dong & de Melo 2019, Algorithm 1), crash-safe and resumable.
 
 Each round: fine-tune on the labelled set L, export to ONNX, evaluate on dev/test,
 score the pool U, let the selector pick pseudo-labelled texts, move them from U to L.
+
+Every phase commits its result atomically inside `round-NN/` (model/, onnx/, eval.json,
+scored.parquet, selected.parquet, then metrics.json, which closes the round). A run
+killed at any moment and started again with the same settings replays the closed
+rounds, reuses the committed phases of the open one, and ends exactly as an
+uninterrupted run would (training is seeded per round; optimizers start fresh).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +34,11 @@ from xlc.scoring import Scorer
 
 log = logging.getLogger("xlc")
 Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total): called as work advances, e.g. ("train round 1", 12, 40)."""
+"""progress(stage, done, total): called as work advances, e.g. ("round 1: train", 12, 40)."""
 
-RUN_FILES = ("report.json", "config.toml")
+RUN_FILE = "run.json"
+CRASH_ENV = "XLC_CRASH_AT"
+"""Test seam: "PHASE:ROUND" (e.g. "export:1") SIGKILLs the process right after that commit."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,33 @@ class RunResult:
     report: dict
 
 
+@dataclass
+class RunState:
+    """What the closed rounds left: the sets, the records and the early-stopping tally."""
+
+    labelled: pl.DataFrame
+    pool: pl.DataFrame
+    pseudo: list[pl.DataFrame] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+    best_round: int = -1
+    best_dev: float = -np.inf
+    stale: int = 0
+
+    def observe(self, rnd: int, dev_accuracy: float) -> bool:
+        """Update the early-stopping tally; True when `rnd` is the new best."""
+        if dev_accuracy > self.best_dev:
+            self.best_round, self.best_dev, self.stale = rnd, dev_accuracy, 0
+            return True
+        self.stale += 1
+        return False
+
+    def take(self, selected: pl.DataFrame) -> None:
+        """Move selected texts from the pool into the labelled set."""
+        self.pseudo.append(selected)
+        self.pool = self.pool.join(selected.select("id"), on="id", how="anti", maintain_order="left")
+        self.labelled = pl.concat([self.labelled, selected.select("text", "label")])
+
+
 def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     if config.uses_demo:
         return data_mod.load_demo(config.demo_langs)
@@ -52,23 +92,78 @@ def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     )
 
 
-def prepare_out(out: Path) -> None:
-    """Create the output folder; refuse one that already holds a run."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(config: SelfTrainConfig) -> dict:
+    """What a resumed run must share with the interrupted one: settings, input bytes, model."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "out"}
+    roles = {"demo": str(data_mod.demo_path())} if config.uses_demo else {
+        role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test") if getattr(config, role)}
+    inputs = {role: _sha256(Path(path)) for role, path in roles.items()}
+    base = Path(config.model)
+    weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
+    model_id = {"model": config.model, **{p.name: p.stat().st_size for p in weights}}
+    return {"settings": settings, "inputs": inputs, "model": model_id}
+
+
+def prepare_out(out: Path, config: SelfTrainConfig, stamp: dict) -> bool:
+    """Create the output folder, or accept an unfinished run with the same fingerprint.
+
+    Returns True when resuming. A finished run, or one made with other settings, data or
+    model, is refused with what differs.
+    """
     if out.exists() and not out.is_dir():
         raise XlcError(f"--out {out}: exists and is not a folder; choose another path")
-    if out.is_dir() and any((out / name).exists() for name in RUN_FILES):
-        raise XlcError(f"--out {out}: already holds a run; choose another folder or delete it")
+    if (out / "report.json").exists():
+        raise XlcError(f"--out {out}: already holds a finished run; choose another folder or delete it")
+    if (out / RUN_FILE).exists():
+        found = json.loads((out / RUN_FILE).read_text())
+        differs = [f"{part} {key}" for part in ("settings", "inputs", "model")
+                   for key in sorted(set(found.get(part, {})) | set(stamp[part]))
+                   if found.get(part, {}).get(key) != stamp[part].get(key)]
+        if differs:
+            raise XlcError(
+                f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
+                f"resume it with its own settings (xlc selftrain --resume {out}) or choose another folder"
+            )
+        return True
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".xlc-write-test"
-        probe.write_text("")
-        probe.unlink()
+        config.write_toml(out / "config.toml")
+        files.write_json(out / RUN_FILE, stamp)
     except OSError as exc:
         raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); choose another folder") from None
+    return False
+
+
+def _crash_point(phase: str, rnd: int) -> None:
+    if os.environ.get(CRASH_ENV) == f"{phase}:{rnd}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
+
+
+def _replay(out: Path, run_data: data_mod.RunData) -> RunState:
+    """Rebuild the state after the closed rounds (those with a metrics.json)."""
+    state = RunState(run_data.train.select("text", "label"), run_data.pool)
+    rnd = 0
+    while (out / f"round-{rnd:02d}" / "metrics.json").is_file():
+        record = json.loads((out / f"round-{rnd:02d}" / "metrics.json").read_text())
+        state.rounds.append(record)
+        state.observe(rnd, record["dev"]["accuracy"])
+        selected = out / f"round-{rnd:02d}" / "selected.parquet"
+        if not record.get("stop_reason") and selected.is_file():
+            state.take(pl.read_parquet(selected))
+        rnd += 1
+    return state
 
 
 def selftrain(
@@ -76,108 +171,142 @@ def selftrain(
     progress: Progress | None = None,
     run_data: data_mod.RunData | None = None,
 ) -> RunResult:
-    """Run self-training as `config` says and write everything under `config.out`."""
+    """Run (or resume) self-training as `config` says; everything goes under `config.out`."""
     progress = progress or _no_progress
-    selectors.resolve_options(config.selector, config.selector_options)  # fail before any work
+    # fail before any work, and record the options as the selector will see them
+    config = config.replace(selector_options=selectors.resolve_options(config.selector, config.selector_options))
     out = Path(config.out)
     run_data = run_data or load_data(config)
-    prepare_out(out)
-    config.write_toml(out / "config.toml")
+    if prepare_out(out, config, fingerprint(config)):
+        log.info("resuming the unfinished run in %s", out)
     if config.threads:
         torch.set_num_threads(config.threads)
-    classes = run_data.classes
-    index = {c: i for i, c in enumerate(classes)}
-    clf = model.from_base(config.model, classes)
-    labelled = run_data.train.select("text", "label")
-    pool = run_data.pool
-    pseudo: list[pl.DataFrame] = []
-    rounds: list[dict] = []
-    best_round, best_dev, stale = -1, -np.inf, 0
-    stop_reason = ""
-    for rnd in range(config.max_rounds + 1):
-        round_dir = out / f"round-{rnd:02d}"
-        round_dir.mkdir(exist_ok=True)
-        record: dict = {"round": rnd, "labeled": labelled.height, "pool": pool.height}
-        clock = model.timer()
-        settings = model.TrainSettings(
-            epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
-            lr=config.lr, head_lr=config.head_lr, warmup=config.warmup,
-            freeze_embeddings=config.freeze_embeddings, seed=config.seed + rnd,
-        )
-        y = np.array([index[c] for c in labelled["label"].to_list()])
-        losses = model.fine_tune(
-            clf, labelled["text"].to_list(), y, settings,
-            on_step=lambda s, n, _loss: progress(f"round {rnd}: train", s, n),
-        )
-        record["train_loss"] = losses[-1]
-        timings = {"train": clock()}
+    state = _replay(out, run_data)
+    stop_reason = state.rounds[-1].get("stop_reason", "") if state.rounds else ""
+    clf: model.Classifier | None = None
+    while not stop_reason:
+        clf, stop_reason = _round(len(state.rounds), config, run_data, state, clf, out, progress)
 
-        clock = model.timer()
-        onnx.export(clf, round_dir / "onnx")
-        scorer = Scorer.open(round_dir / "onnx", threads=config.threads)
-        timings["export"] = clock()
-
-        clock = model.timer()
-        for split, frame in (("dev", run_data.dev), ("test", run_data.test)):
-            if frame is None:
-                continue
-            scored = _score(scorer, frame, config, progress, f"round {rnd}: {split}")
-            record[split] = metrics.evaluate(scored, classes)
-        timings["evaluate"] = clock()
-
-        dev_acc = record["dev"]["accuracy"]
-        if dev_acc > best_dev:
-            best_round, best_dev, stale = rnd, dev_acc, 0
-            _save_model(clf, round_dir / "onnx", out / "best")
-        else:
-            stale += 1
-        log.info("round %d: labelled %d, dev accuracy %.4f", rnd, labelled.height, dev_acc)
-
-        selected = None
-        if stale >= config.patience:
-            stop_reason = f"dev accuracy did not improve for {stale} round(s) (patience {config.patience})"
-        elif rnd == config.max_rounds:
-            stop_reason = f"reached --max-rounds {config.max_rounds}"
-        elif pool.height == 0:
-            stop_reason = "the unlabelled pool is empty"
-        else:
-            clock = model.timer()
-            scored_pool = _score(scorer, pool, config, progress, f"round {rnd}: score pool")
-            timings["score"] = clock()
-            clock = model.timer()
-            context = selectors.SelectionContext(
-                classes, dict(labelled["label"].value_counts().iter_rows()), rnd
-            )
-            selected = selectors.select(config.selector, scored_pool, config.selector_options, context)
-            timings["select"] = clock()
-            selected = selected.select(
-                "id", "text", "lang", "label", "confidence",
-                pl.lit(rnd).alias("round"), pl.lit(config.selector).alias("selector"),
-            )
-            if selected.height == 0:
-                stop_reason = f"selector {config.selector!r} took no texts"
-        record["timings"] = timings
-        record.update(_selection_facts(selected, classes, run_data.pool_gold))
-        if selected is not None:
-            data_mod.write_parquet(selected, round_dir / "selected.parquet")
-        files.write_json(round_dir / "metrics.json", record)
-        rounds.append(record)
-        if stop_reason:
-            break
-        pseudo.append(selected)
-        pool = pool.join(selected.select("id"), on="id", how="anti")
-        labelled = pl.concat([labelled, selected.select("text", "label")])
-
-    _save_model(clf, out / f"round-{rounds[-1]['round']:02d}" / "onnx", out / "final")
-    pseudo_labels = pl.concat(pseudo) if pseudo else _empty_pseudo(run_data.pool)
+    last = out / f"round-{len(state.rounds) - 1:02d}"
+    _publish(last, out / "final")
+    _publish(out / f"round-{state.best_round:02d}", out / "best")
+    _prune_checkpoints(out, keep={state.best_round, len(state.rounds) - 1})
+    pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(run_data.pool)
     data_mod.write_parquet(pseudo_labels, out / "pseudo_labels.parquet")
-    summary = report.build(config, classes, rounds, best_round, stop_reason)
+    summary = report.build(config, run_data.classes, state.rounds, state.best_round, stop_reason)
     report.write(out, summary)
     return RunResult(
-        out=out, rounds=report.rounds_frame(rounds), pseudo_labels=pseudo_labels,
-        best_round=best_round, best_model=out / "best", final_model=out / "final",
+        out=out, rounds=report.rounds_frame(state.rounds), pseudo_labels=pseudo_labels,
+        best_round=state.best_round, best_model=out / "best", final_model=out / "final",
         stop_reason=stop_reason, report=summary,
     )
+
+
+def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
+           clf: model.Classifier | None, out: Path, progress: Progress) -> tuple[model.Classifier, str]:
+    """One round, reusing whatever of it was already committed; returns the model and stop reason."""
+    round_dir = out / f"round-{rnd:02d}"
+    round_dir.mkdir(exist_ok=True)
+    classes = run_data.classes
+    record: dict = {"round": rnd, "labeled": state.labelled.height, "pool": state.pool.height}
+
+    checkpoint = round_dir / "model"
+    if (checkpoint / "train.json").is_file():
+        clf = model.load(checkpoint)
+    else:
+        if clf is None:  # resuming: continue from the previous round's weights
+            clf = (model.load(out / f"round-{rnd - 1:02d}" / "model") if rnd
+                   else model.from_base(config.model, classes))
+        clock = model.timer()
+        index = {c: i for i, c in enumerate(classes)}
+        losses = model.fine_tune(
+            clf, state.labelled["text"].to_list(),
+            np.array([index[c] for c in state.labelled["label"].to_list()]),
+            model.TrainSettings(
+                epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
+                lr=config.lr, head_lr=config.head_lr, warmup=config.warmup,
+                freeze_embeddings=config.freeze_embeddings, seed=config.seed + rnd,
+            ),
+            on_step=lambda s, n, _loss: progress(f"round {rnd}: train", s, n),
+        )
+        seconds = clock()
+        with files.atomic_dir(checkpoint) as tmp:
+            clf.save(tmp)
+            files.write_json(tmp / "train.json", {"losses": losses, "seconds": seconds})
+        _crash_point("train", rnd)
+    trained = json.loads((checkpoint / "train.json").read_text())
+    record["train_loss"] = trained["losses"][-1]
+    timings = {"train": trained["seconds"]}
+
+    clock = model.timer()
+    if not (round_dir / "onnx" / onnx.ONNX_FILE).is_file():
+        onnx.export(clf, round_dir / "onnx")
+        _crash_point("export", rnd)
+    scorer = Scorer.open(round_dir / "onnx", threads=config.threads)
+    timings["export"] = clock()
+
+    evaluation = round_dir / "eval.json"
+    if not evaluation.is_file():
+        clock = model.timer()
+        result = {split: metrics.evaluate(_score(scorer, frame, config, progress, f"round {rnd}: {split}"),
+                                          classes)
+                  for split, frame in (("dev", run_data.dev), ("test", run_data.test)) if frame is not None}
+        files.write_json(evaluation, {**result, "seconds": clock()})
+    evaluated = json.loads(evaluation.read_text())
+    timings["evaluate"] = evaluated.pop("seconds")
+    record.update(evaluated)
+    state.observe(rnd, record["dev"]["accuracy"])
+    log.info("round %d: labelled %d, dev accuracy %.4f", rnd, state.labelled.height, record["dev"]["accuracy"])
+
+    selected = None
+    if state.stale >= config.patience:
+        stop_reason = f"dev accuracy did not improve for {state.stale} round(s) (patience {config.patience})"
+    elif rnd == config.max_rounds:
+        stop_reason = f"reached --max-rounds {config.max_rounds}"
+    elif state.pool.height == 0:
+        stop_reason = "the unlabelled pool is empty"
+    else:
+        stop_reason = ""
+        selected = _select(rnd, config, scorer, state, classes, round_dir, timings, progress)
+        if selected.height == 0:
+            stop_reason = f"selector {config.selector!r} took no texts"
+    record["timings"] = timings
+    record.update(_selection_facts(selected, classes, run_data.pool_gold))
+    record["stop_reason"] = stop_reason
+    files.write_json(round_dir / "metrics.json", record)
+    state.rounds.append(record)
+    if selected is not None and not stop_reason:
+        state.take(selected)
+    _prune_checkpoints(out, keep={state.best_round, rnd})
+    return clf, stop_reason
+
+
+def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, classes: tuple[str, ...],
+            round_dir: Path, timings: dict, progress: Progress) -> pl.DataFrame:
+    """Score the pool and run the selector; both results are committed to `round_dir`."""
+    scored_file, selected_file = round_dir / "scored.parquet", round_dir / "selected.parquet"
+    clock = model.timer()
+    if scored_file.is_file():
+        scored_pool = pl.read_parquet(scored_file)
+    else:
+        scored_pool = _score(scorer, state.pool, config, progress, f"round {rnd}: score pool")
+        data_mod.write_parquet(scored_pool, scored_file)
+        _crash_point("score", rnd)
+    timings["score"] = clock()
+    clock = model.timer()
+    if selected_file.is_file():
+        selected = pl.read_parquet(selected_file)
+    else:
+        context = selectors.SelectionContext(classes, dict(state.labelled["label"].value_counts().iter_rows()), rnd)
+        chosen = selectors.select(config.selector, scored_pool, config.selector_options, context)
+        selected = chosen.select(
+            "id", "text", "lang", "label", "confidence",
+            pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),
+        )
+        data_mod.write_parquet(selected, selected_file)
+        _crash_point("select", rnd)
+    timings["select"] = clock()
+    return selected
 
 
 def _score(scorer: Scorer, frame: pl.DataFrame, config: SelfTrainConfig, progress: Progress,
@@ -202,11 +331,21 @@ def _selection_facts(selected: pl.DataFrame | None, classes: tuple[str, ...],
     }
 
 
-def _save_model(clf: model.Classifier, onnx_dir: Path, target: Path) -> None:
-    """Write the Hugging Face model and its ONNX export (hard-linked) to `target`."""
+def _publish(round_dir: Path, target: Path) -> None:
+    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target`."""
     with files.atomic_dir(target) as tmp:
-        clf.save(tmp)
-        files.link_or_copy(onnx_dir / onnx.ONNX_FILE, tmp / onnx.ONNX_FILE)
+        for item in (round_dir / "model").iterdir():
+            if item.name != "train.json":
+                files.link_or_copy(item, tmp / item.name)
+        files.link_or_copy(round_dir / "onnx" / onnx.ONNX_FILE, tmp / onnx.ONNX_FILE)
+
+
+def _prune_checkpoints(out: Path, keep: set[int]) -> None:
+    """Drop Hugging Face checkpoints of closed rounds that are neither best nor latest."""
+    for checkpoint in out.glob("round-*/model"):
+        rnd = int(checkpoint.parent.name.split("-")[1])
+        if rnd not in keep and (checkpoint.parent / "metrics.json").is_file():
+            shutil.rmtree(checkpoint)
 
 
 def _empty_pseudo(pool: pl.DataFrame) -> pl.DataFrame:
