@@ -26,6 +26,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check xlc tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,7 +13,8 @@ FRAME = pl.DataFrame({"sentence": ["a b", "c d", "e f", "g h"], "y": [1, 0, 1, 0
 
 
 def write(frame: pl.DataFrame, path):
-    {".csv": frame.write_csv, ".parquet": frame.write_parquet, ".jsonl": frame.write_ndjson}[path.suffix](path)
+    writers = {".csv": frame.write_csv, ".parquet": frame.write_parquet, ".jsonl": frame.write_ndjson}
+    writers[path.suffix](path)
     return path
 
 
@@ -68,7 +69,8 @@ def test_missing_column_lists_the_available_ones(tmp_path):
 def test_empty_texts_are_reported_by_row(tmp_path):
     bad = FRAME.with_columns(pl.Series("sentence", ["ok", "  ", None, "fine"]))
     paths = files(tmp_path, unlabeled=bad)
-    with pytest.raises(XlcError, match=r"2 empty or missing text\(s\) in column 'sentence' \(data rows 2, 3\)"):
+    message = r"2 empty or missing text\(s\) in column 'sentence' \(data rows 2, 3\)"
+    with pytest.raises(XlcError, match=message):
         load_files(paths["train"], paths["unlabeled"], paths["dev"], None, COLS)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +11,16 @@ from typing import Any
 
 import tomli_w
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
 from xlc import data
 from xlc.default_model import NAME as DEFAULT_MODEL
 from xlc.errors import XlcError
+
+ENGINES = ("local", "ray")
 
 
 def flag(name: str) -> str:
@@ -50,12 +57,19 @@ class SelfTrainConfig:
     seed: int = 0
     score_batch_size: int = 64
     threads: int | None = None
+    engine: str = "local"  # where each round's pool is scored: "local", or "ray" (xlc/ray_engine.py)
+    ray_address: str | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "score_batch_size", "patience"):
             _require(name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
         _require("max_rounds", self.max_rounds >= 0, ">= 0", self.max_rounds)
         _require("threads", self.threads is None or self.threads >= 1, ">= 1", self.threads)
+        _require("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}", self.engine)
+        _require("workers", self.workers is None or self.workers >= 1, ">= 1", self.workers)
+        if self.engine != "ray" and (self.ray_address or self.workers):
+            raise XlcError("--ray-address and --workers are for --engine ray")
         for name in ("lr", "head_lr"):
             _require(name, 0 < getattr(self, name) < 1, "in (0, 1)", getattr(self, name))
         _require("warmup", 0 <= self.warmup < 1, "in [0, 1)", self.warmup)
@@ -85,7 +99,7 @@ class SelfTrainConfig:
         tmp.replace(path)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "SelfTrainConfig":
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> SelfTrainConfig:
         """Build from a mapping (a TOML file, keyword arguments), rejecting unknown keys."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
@@ -100,11 +114,11 @@ class SelfTrainConfig:
             if clean.get(name) is not None:
                 clean[name] = str(clean[name])
         for name, value in clean.items():
-            _check_type(source, name, fields[name].type, value)
+            _check_type(source, name, str(fields[name].type), value)
         return cls(**clean)
 
     @classmethod
-    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> "SelfTrainConfig":
+    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> SelfTrainConfig:
         """Read a TOML file; `overrides` (e.g. command-line flags) win over its values."""
         try:
             values = tomllib.loads(Path(path).read_text())
@@ -114,11 +128,11 @@ class SelfTrainConfig:
             raise XlcError(f"--config {path}: not valid TOML: {exc}") from None
         return cls.from_mapping({**values, **(overrides or {})}, source=f"--config {path}")
 
-    def replace(self, **changes: Any) -> "SelfTrainConfig":
+    def replace(self, **changes: Any) -> SelfTrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
 
 
 def _check_type(source: str, name: str, annotation: str, value: Any) -> None:

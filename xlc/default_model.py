@@ -93,7 +93,7 @@ def read_e5s1(path: Path) -> tuple[dict[str, int | float], dict[str, np.ndarray]
     return config, tensors
 
 
-def _bert_state_dict(cfg: dict, tensors: dict[str, np.ndarray]) -> dict[str, "object"]:
+def _bert_state_dict(cfg: dict, tensors: dict[str, np.ndarray]) -> dict[str, object]:
     import torch
 
     hidden = cfg["hidden_size"]

@@ -7,12 +7,15 @@ so Optimum exports it with the encoder's ONNX config (task text-classification).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +156,24 @@ def load(path: Path) -> Classifier:
     return Classifier(model, load_tokenizer(path), tuple(meta["classes"]), meta.get("text_prefix", ""))
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _default_device() -> str:
+    return os.environ.get("XLC_DEVICE") or "auto"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
+    """How one round is fine-tuned.
+
+    device: "auto" trains on CUDA when torch sees a GPU, else on the CPU; "cuda" asks for
+    the GPU (and falls back to the CPU with one warning when there is none); "cpu" never
+    uses a GPU. The default comes from $XLC_DEVICE, else "auto".
+    mixed_precision: on CUDA, autocast to bf16 where the GPU supports it, else fp16 with
+    loss scaling. Training on the CPU is always fp32.
+    """
+
     epochs: int = 2
     batch_size: int = 32
     max_length: int = 64
@@ -163,6 +182,40 @@ class TrainSettings:
     warmup: float = 0.1
     freeze_embeddings: bool = True
     seed: int = 0
+    device: str = field(default_factory=_default_device)
+    mixed_precision: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise XlcError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (see $XLC_DEVICE)")
+
+
+def training_device(requested: str) -> torch.device:
+    """The device to train on: CUDA if requested (or "auto") and available, else the CPU."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        _warn_no_gpu()
+    return torch.device("cpu")
+
+
+@functools.cache
+def _warn_no_gpu() -> None:
+    """Say once per process that a GPU was asked for and is absent."""
+    built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    log.warning(
+        "GPU requested (device 'cuda') but torch %s (%s) sees no CUDA device; training on the CPU",
+        torch.__version__, built,
+    )
+
+
+def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16; None (no autocast) on the CPU or when disabled."""
+    if device.type != "cuda" or not enabled:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def fine_tune(
@@ -175,13 +228,20 @@ def fine_tune(
     """Fine-tune in place for `settings.epochs` epochs; return the mean loss per epoch.
 
     AdamW with separate learning rates for encoder and head, linear warm-up then decay,
-    dynamic padding per batch. `on_step(step, total, loss)` reports progress.
+    dynamic padding per batch. `on_step(step, total, loss)` reports progress. On a GPU
+    (see `TrainSettings.device`) the model trains there with mixed precision and is moved
+    back to the CPU afterwards, so export and saving see the same model as on a CPU run.
     """
     if len(texts) == 0:
         raise XlcError("the labelled training set is empty; pass a --train file with rows")
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
+    device = training_device(settings.device)
+    amp_dtype = _amp_dtype(device, settings.mixed_precision)
+    # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     model = clf.model
+    model.to(device)
     model.train()
     embeddings = model.encoder.get_input_embeddings()
     embeddings.weight.requires_grad_(not settings.freeze_embeddings)
@@ -209,19 +269,34 @@ def fine_tune(
         epoch_loss = 0.0
         for idx in length_grouped_batches(lengths, settings.batch_size, generator):
             ids, mask = pad_batch([encoded[i] for i in idx], pad)
-            out = model(input_ids=ids, attention_mask=mask, labels=target[idx])
-            out.loss.backward()
+            if device.type != "cpu":
+                ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            with _autocast(device, amp_dtype):
+                out = model(input_ids=ids, attention_mask=mask, labels=target[idx].to(device))
+            scaler.scale(out.loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            epoch_loss += out.loss.item() * len(idx)
+            loss = out.loss.item()
+            epoch_loss += loss * len(idx)
             if on_step:
-                on_step(step, total, out.loss.item())
+                on_step(step, total, loss)
         losses.append(epoch_loss / len(texts))
     model.eval()
+    if device.type != "cpu":
+        model.to("cpu")
+        torch.cuda.empty_cache()
     return losses
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def length_grouped_batches(
