@@ -34,6 +34,10 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except XlcError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # full disk, read-only folder, ...: not a bug, say what and where
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}; free some space, fix permissions "
+                                       f"or choose another output folder") from None
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
@@ -85,6 +89,10 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")
 @click.option("--score-batch-size", type=int, help="Batch size for ONNX scoring.  [default: 64]")
 @click.option("--threads", type=int, help="CPU threads for training and scoring.  [default: all]")
+@click.option("--engine", type=click.Choice(["local", "ray"]),
+              help="Where each round's pool is scored: here, or on Ray actors.  [default: local]")
+@click.option("--ray-address", help="--engine ray: cluster to join (HOST:PORT).  [default: a local Ray]")
+@click.option("--workers", type=int, help="--engine ray: actors.  [default: cluster CPUs / 2]")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
 @_fail_cleanly
 def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt: int | None, n: int | None,
@@ -173,22 +181,32 @@ def list_selectors(as_json: bool) -> None:
 @main.command()
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="A run folder (its best model), best/, final/ or a folder from `xlc export`.")
-@click.option("--input", "input_path", type=FILE, required=True, help="Texts to score (Parquet, CSV, JSONL).")
-@click.option("--output", "output_path", type=FILE, required=True, help="Scores, written as Parquet.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help="Texts to score (Parquet, CSV, JSONL); with --engine ray also a folder or a glob.")
+@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
+              help="Scores as Parquet: one file, or with --engine ray a folder of parts.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=2))
 @click.option("--chunk-size", default=20_000, show_default=True, type=click.IntRange(min=1),
               help="Rows read, scored and written per part (bounds memory; the unit of resume).")
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads.  [default: all cores]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="ONNX Runtime threads (per actor with --engine ray).  [default: all cores]")
 @click.option("--int8", is_flag=True, help="Use (and create once) the dynamic int8 model.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto = CUDA when onnxruntime-gpu sees a GPU.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output or unfinished parts.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: Ray Data actors on a cluster (pip install 'xlc[ray]').")
+@click.option("--ray-address", help="Ray cluster to join (HOST:PORT).  [default: start a local Ray]")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Ray actors, one ONNX Runtime session each.  [default: cluster CPUs / 2]")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, help="GPUs per Ray actor.  [default: 0]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fail_cleanly
-def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, **options: Any) -> None:
+def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, engine: str,
+          ray_address: str | None, workers: int | None, num_gpus: float, **options: Any) -> None:
     """Score a table of texts with a trained model; resumable, in bounded memory.
 
     Output per row, in input order: id, label, confidence and p_<class> for every class.
@@ -199,8 +217,17 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, **
 
     _setup_logging(quiet)
     job = ScoreJob(model=model_path, input=input_path, output=output_path, **options)
-    with Bars(quiet=quiet, unit="rows") as bars:
-        summary = score_file(job, progress=lambda done, total: bars("score", done, total))
+    if engine == "ray":
+        from xlc.ray_engine import RayOptions, score_files
+
+        summary = score_files(job, RayOptions(ray_address, workers, num_gpus, progress_bars=not quiet))
+    elif ray_address or workers or num_gpus:
+        raise XlcError("--ray-address, --workers and --num-gpus are for --engine ray")
+    elif input_path.is_dir() or output_path.is_dir():
+        raise XlcError("--engine local scores one file into one file; folders and globs need --engine ray")
+    else:
+        with Bars(quiet=quiet, unit="rows") as bars:
+            summary = score_file(job, progress=lambda done, total: bars("score", done, total))
     counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
     click.echo(f"scored {summary.rows} rows in {summary.seconds:.1f} s ({summary.rows_per_second:.0f} rows/s)"
                f"{f', resumed {summary.resumed_parts} finished part(s)' if summary.resumed_parts else ''}")

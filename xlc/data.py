@@ -207,5 +207,9 @@ def load_demo(targets: Sequence[str] = DEMO_TARGETS) -> RunData:
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write a Parquet file atomically (temp file in the same folder, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    files.commit(tmp, path)
+    try:
+        frame.write_parquet(tmp)
+        files.commit(tmp, path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise files.write_error(path, exc) from None

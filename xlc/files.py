@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from xlc.errors import XlcError
+
 
 def fsync(path: Path) -> None:
     """Flush a file's or a folder's contents (a rename is durable once its folder is synced)."""
@@ -27,6 +29,17 @@ def commit(tmp: Path, path: Path) -> None:
             fsync(item)
     os.replace(tmp, path)
     fsync(path.parent)
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """An OSError, or a serializer's error that wraps one (safetensors, polars, onnx say 'os error')."""
+    return isinstance(exc, OSError) or "os error" in str(exc) or "I/O error" in str(exc)
+
+
+def write_error(path: Path, exc: BaseException) -> XlcError:
+    """A one-line error for a failed write (full disk, read-only folder, ...)."""
+    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+    return XlcError(f"{path}: cannot write ({reason}); free some space or choose another folder")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -48,8 +61,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_io_error(exc):
+            raise write_error(path, exc) from exc
         raise
     if path.exists():
         shutil.rmtree(path)

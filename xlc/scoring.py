@@ -237,11 +237,15 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     per_class = dict(all_parts.group_by("label").len().drop_nulls().sort("label").collect().iter_rows())
     empty = all_parts.select(pl.col("label").null_count()).collect().item() if done else 0
     tmp = job.output.with_name(f".{job.output.name}.tmp")
-    if done:
-        all_parts.sink_parquet(tmp)
-    else:  # an empty input still gets an (empty) output with the right columns
-        pl.DataFrame(schema={"id": pl.Int64, "label": pl.String, "confidence": pl.Float32}).write_parquet(tmp)
-    tmp.replace(job.output)
+    try:
+        if done:
+            all_parts.sink_parquet(tmp)
+        else:  # an empty input still gets an (empty) output with the right columns
+            pl.DataFrame(schema={"id": pl.Int64, "label": pl.String, "confidence": pl.Float32}).write_parquet(tmp)
+        files.commit(tmp, job.output)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise files.write_error(job.output, exc) from None
     shutil.rmtree(parts)
     return ScoreSummary(done, time.perf_counter() - start, per_class, empty, resumed, job.output)
 
