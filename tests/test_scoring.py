@@ -138,3 +138,18 @@ def test_parts_from_a_different_model_are_not_mixed(tiny_onnx, big_input, tmp_pa
                                                     "--overwrite")[3:])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out).height == 3000
+
+
+def test_scoring_tokenizer_matches_the_training_tokenizer(tiny_onnx, texts):
+    from xlc.model import load_tokenizer
+    from xlc.modeldir import FastTokenizer
+
+    fast, trained = FastTokenizer(tiny_onnx), load_tokenizer(tiny_onnx)
+    assert fast.encode(texts, 40) == trained(texts, truncation=True, max_length=40)["input_ids"]
+    assert fast.pad_token_id == trained.pad_token_id
+
+
+def test_scoring_does_not_import_torch(tiny_onnx, texts):
+    code = ("import sys; from xlc.scoring import Scorer; "
+            f"Scorer.open({str(tiny_onnx)!r}).probabilities(['ein Satz']); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

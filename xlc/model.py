@@ -27,9 +27,9 @@ from transformers.utils import logging as hf_logging
 
 from xlc import default_model
 from xlc.errors import XlcError
+from xlc.modeldir import META_FILE, read_meta, write_meta
 
 log = logging.getLogger(__name__)
-META_FILE = "xlc.json"
 
 
 class MeanPoolClassifier(PreTrainedModel):
@@ -84,19 +84,6 @@ class Classifier:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         write_meta(path, self.classes, self.text_prefix)
-
-
-def write_meta(path: Path, classes: Sequence[str], text_prefix: str) -> None:
-    (path / META_FILE).write_text(
-        json.dumps({"classes": list(classes), "text_prefix": text_prefix}, indent=2)
-    )
-
-
-def read_meta(path: Path) -> dict:
-    meta = path / META_FILE
-    if not meta.is_file():
-        raise XlcError(f"{path} holds no xlc model ({META_FILE} missing); pass a folder written by xlc")
-    return json.loads(meta.read_text())
 
 
 def _quiet_transformers() -> None:

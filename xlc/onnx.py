@@ -7,10 +7,14 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xlc.errors import XlcError
 from xlc.files import atomic_dir
-from xlc.model import Classifier, write_meta
+from xlc.modeldir import write_meta
+
+if TYPE_CHECKING:
+    from xlc.model import Classifier
 
 log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"

@@ -14,7 +14,7 @@ import polars as pl
 
 from xlc import data, files, onnx
 from xlc.errors import XlcError
-from xlc.model import load_tokenizer, read_meta
+from xlc.modeldir import FastTokenizer, read_meta
 
 ProgressFn = Callable[[int, int], None]
 
@@ -24,7 +24,7 @@ class Scorer:
     """One ONNX Runtime session with its tokenizer and class names; reuse it across calls."""
 
     session: object
-    tokenizer: object
+    tokenizer: FastTokenizer
     classes: tuple[str, ...]
     text_prefix: str = ""
 
@@ -35,7 +35,7 @@ class Scorer:
         meta = read_meta(model_dir)
         return cls(
             onnx.session(model_dir, threads=threads, provider=provider, int8=int8),
-            load_tokenizer(model_dir),
+            FastTokenizer(model_dir),
             tuple(meta["classes"]),
             meta.get("text_prefix", ""),
         )
@@ -46,20 +46,20 @@ class Scorer:
         batch_size: int = 64,
         max_length: int = 128,
         progress: ProgressFn | None = None,
+        bucket: bool = True,
     ) -> np.ndarray:
         """Class probabilities, one row per text, in input order.
 
         Texts are tokenised once, sorted by length and batched so that each batch is
         padded only to its own longest text; the original order is restored at the end.
+        `bucket=False` batches in input order instead (for comparison only).
         """
         out = np.empty((len(texts), len(self.classes)), dtype=np.float32)
         if not len(texts):
             return out
-        ids = self.tokenizer(
-            [self.text_prefix + t for t in texts], truncation=True, max_length=max_length
-        )["input_ids"]
+        ids = self.tokenizer.encode([self.text_prefix + t for t in texts], max_length)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(lengths, kind="stable") if bucket else np.arange(len(ids))
         wants = {i.name for i in self.session.get_inputs()}
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), batch_size):
