@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from xlc import XlcError
 from xlc.cli import main
-from xlc.scoring import Scorer, ScoreJob, exact_chunks, score_file
+from xlc.scoring import ScoreJob, Scorer, exact_chunks, score_file
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ pools = st.lists(
 def check_subset(pool: pl.DataFrame, taken: pl.DataFrame) -> None:
     assert taken["id"].n_unique() == taken.height
     assert set(taken["id"]) <= set(pool["id"])
-    labels = dict(zip(pool["id"], pool["label"]))
-    assert all(labels[i] == label for i, label in zip(taken["id"], taken["label"]))
+    labels = dict(zip(pool["id"], pool["label"], strict=True))
+    assert all(labels[i] == label for i, label in zip(taken["id"], taken["label"], strict=True))
 
 
 @settings(max_examples=60, deadline=None)

@@ -17,7 +17,7 @@ CONTEXT = SelectionContext(CLASSES, {"neg": 10, "neu": 10, "pos": 10}, 0)
 def scored_pool(labels: list[str], confidences: list[float]) -> pl.DataFrame:
     n = len(labels)
     probs = np.full((n, len(CLASSES)), 0.0, dtype=np.float32)
-    for i, (label, conf) in enumerate(zip(labels, confidences)):
+    for i, (label, conf) in enumerate(zip(labels, confidences, strict=True)):
         probs[i] = (1 - conf) / 2
         probs[i, CLASSES.index(label)] = conf
     return pl.DataFrame({
@@ -137,7 +137,8 @@ class Misbehaving:
         (lambda pool: pl.DataFrame({"id": [100], "label": ["spam"]}), "label(s) ['spam'] outside the classes"),
         (lambda pool: pl.DataFrame({"id": [100], "label": [None]}, schema={"id": pl.Int64, "label": pl.String}),
          "label(s) [None] outside the classes"),
-        (lambda pool: pl.DataFrame({"id": ["100"], "label": ["pos"]}), "returned ids of type String, the pool's are Int64"),
+        (lambda pool: pl.DataFrame({"id": ["100"], "label": ["pos"]}),
+         "returned ids of type String, the pool's are Int64"),
         (lambda pool: pool.select("id"), "must return a Polars frame with columns id and label, got columns ['id']"),
         (lambda pool: pool["id"].to_list(), "must return a Polars frame with columns id and label, got list"),
         (lambda pool: 1 / 0, "failed: ZeroDivisionError"),

@@ -45,7 +45,7 @@ def test_selftrain_runs_rounds_and_moves_selected_texts_out_of_the_pool(two_roun
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert report["stop_reason"] == "reached --max-rounds 2"
-    for before, after in zip(rounds, rounds[1:]):
+    for before, after in zip(rounds, rounds[1:], strict=False):
         assert after["pool"] == before["pool"] - before["selected"]
         assert after["labeled"] == before["labeled"] + before["selected"]
     assert rounds[0]["pool"] == 60 and rounds[0]["labeled"] == 80

@@ -19,11 +19,11 @@ import polars as pl
 from xlc import data, onnx
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
-from xlc.scoring import Scorer
 from xlc.loop import Progress, RunResult
 from xlc.loop import selftrain as _run
+from xlc.scoring import Scorer
 
-Table = Union[str, Path, pl.DataFrame, Any]
+Table = Union[str, Path, pl.DataFrame, Any]  # noqa: UP007 (`X | Any` fails at run time on 3.10)
 """A file path, a Polars frame or a pandas frame (converted); the pool may also be a list of texts."""
 
 

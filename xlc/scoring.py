@@ -30,7 +30,7 @@ class Scorer:
 
     @classmethod
     def open(cls, model_dir: Path, threads: int | None = None, provider: str = "cpu",
-             int8: bool = False) -> "Scorer":
+             int8: bool = False) -> Scorer:
         model_dir = Path(model_dir)
         meta = read_meta(model_dir)
         return cls(
@@ -226,9 +226,8 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
         if part.exists():
             resumed += 1
         else:
-            base = done
             scored = _score_chunk(scorer, chunk, job,
-                                  lambda d: progress(base + d, total) if progress else None)
+                                  lambda d, base=done: progress(base + d, total) if progress else None)
             data.write_parquet(scored, part)
         done += chunk.height
         if progress:
