@@ -289,7 +289,12 @@ def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, 
     if scored_file.is_file():
         scored_pool = pl.read_parquet(scored_file)
     else:
-        scored_pool = _score(scorer, state.pool, config, progress, f"round {rnd}: score pool")
+        if config.engine == "ray":  # --engine ray: the pool is scored by Ray actors
+            from xlc.ray_engine import score_pool
+            scored_pool = score_pool(state.pool, round_dir / "onnx", config,
+                                     lambda done, total: progress(f"round {rnd}: score pool", done, total))
+        else:
+            scored_pool = _score(scorer, state.pool, config, progress, f"round {rnd}: score pool")
         data_mod.write_parquet(scored_pool, scored_file)
         _crash_point("score", rnd)
     timings["score"] = clock()
