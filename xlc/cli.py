@@ -260,5 +260,75 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool) -
                + (" with model.int8.onnx" if int8 else ""))
 
 
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="A run folder (its best model), best/, final/ or a folder from `xlc export`.")
+@click.option("--data", "data_path", type=FILE, required=True,
+              help="Labelled texts to evaluate on (Parquet, CSV, JSONL).")
+@click.option("--lang", "langs", multiple=True, metavar="LANG",
+              help="Only these languages (repeatable or comma-separated); needs --lang-column.")
+@click.option("--ordinal", is_flag=True,
+              help="Labels are ordered numbers (e.g. 1-5 stars): also the MSE of the wrong predictions.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--lang-column", default="lang", show_default=True, help="Per-language metrics when present.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads.  [default: all cores]")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto = CUDA when onnxruntime-gpu sees a GPU.")
+@_fail_cleanly
+def evaluate(model_path: Path, data_path: Path, langs: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Measure a trained model on labelled data: accuracy, macro-F1, per-class scores, confusion.
+
+    With --ordinal, also the mean squared error of the wrong predictions (Dong & de Melo 2019, Table 2).
+    """
+    from xlc.evaluate import EvaluateJob, class_rows, evaluate as run, summary_rows
+
+    _setup_logging(True)
+    wanted = tuple(x.strip() for item in langs for x in item.split(",") if x.strip())
+    result = run(EvaluateJob(model=model_path, data=data_path, langs=wanted, **options))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    console = Console(width=200)
+    ordinal = "mse" in result
+    overview = Table(title=f"xlc evaluate: {result['model']} on {result['data']}")
+    for name in ("rows", "n", "accuracy", "macro-F1") + (("MSE", "MSE wrong") if ordinal else ()):
+        overview.add_column(name, justify="left" if name == "rows" else "right")
+    for row in summary_rows(result):
+        overview.add_row(*row)
+    console.print(overview)
+    per_class = Table(title="per class")
+    for name in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(name, justify="left" if name == "class" else "right")
+    for row in class_rows(result):
+        per_class.add_row(*row)
+    console.print(per_class)
+    confusion = Table(title="confusion matrix (rows: gold, columns: predicted)")
+    confusion.add_column("gold \\ predicted")
+    for name in result["classes"]:
+        confusion.add_column(name, justify="right")
+    for name, counts in zip(result["classes"], result["confusion"], strict=True):
+        confusion.add_row(name, *(str(c) for c in counts))
+    console.print(confusion)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@_fail_cleanly
+def report_command(run_dir: Path) -> None:
+    """Redraw report.md and the PNG plots of a run folder from its report.json.
+
+    Plots: accuracy per round and language (dev, test), pseudo-label precision per round, and
+    the class distribution of the pseudo-labels added each round.
+    """
+    from xlc.report import render
+
+    for path in render(run_dir):
+        click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,144 @@
+"""`xlc report` and the report written at the end of a run: Markdown and valid PNG plots."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import xlc
+from xlc import report
+from xlc.cli import main
+
+CLASSES = ["entertainment", "geography", "health", "politics", "science/technology", "sports", "travel"]
+
+
+def _split(acc: float, de: float, zh: float) -> dict:
+    return {"accuracy": acc, "macro_f1": acc - 0.04, "n": 60, "confusion": [[0] * 7] * 7,
+            "per_lang": {"deu_Latn": {"accuracy": de, "macro_f1": de - 0.04, "n": 30},
+                         "zho_Hans": {"accuracy": zh, "macro_f1": zh - 0.04, "n": 30}}}
+
+
+# report.json of a small balanced run (2 target languages, 3 rounds), as the loop writes it.
+RECORDED = {
+    "created": "2026-11-25T19:00:00+00:00",
+    "config": {"selector": "balanced", "selector_options": {"kt": 5}, "model": "tiny", "epochs": 1},
+    "classes": CLASSES,
+    "rounds": [
+        {"round": 0, "labeled": 80, "pool": 120, "train_loss": 1.9, "dev": _split(0.50, 0.55, 0.45),
+         "test": _split(0.48, 0.52, 0.44), "selected": 30,
+         "selected_per_class": dict(zip(CLASSES, [5, 0, 5, 5, 5, 5, 5], strict=True)), "pseudo_precision": 0.8,
+         "timings": {"train": 1.0, "export": 2.0, "evaluate": 0.1, "score": 0.2, "select": 0.01}},
+        {"round": 1, "labeled": 110, "pool": 90, "train_loss": 1.5, "dev": _split(0.60, 0.62, 0.58),
+         "test": _split(0.57, 0.60, 0.54), "selected": 25,
+         "selected_per_class": dict(zip(CLASSES, [5, 0, 5, 0, 5, 5, 5], strict=True)),
+         "pseudo_precision": 0.72,
+         "timings": {"train": 1.2, "export": 2.0, "evaluate": 0.1, "score": 0.2, "select": 0.01}},
+        {"round": 2, "labeled": 135, "pool": 65, "train_loss": 1.3, "dev": _split(0.58, 0.6, 0.56),
+         "test": _split(0.56, 0.58, 0.54), "selected": 0, "selected_per_class": {}, "pseudo_precision": None,
+         "timings": {"train": 1.4, "export": 2.0, "evaluate": 0.1}},
+    ],
+    "best_round": 1,
+    "stop_reason": "reached --max-rounds 2",
+    "versions": {"xlc": "0.1.0"},
+    "machine": {"python": "3.11"},
+}
+PLOTS = ("accuracy.png", "pseudo_precision.png", "pseudo_classes.png")
+
+
+@pytest.fixture
+def recorded_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(RECORDED))
+    return run
+
+
+def assert_png(path: Path, min_width: int = 400) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width >= min_width and image.height >= 250
+        assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something is drawn, not a blank canvas
+
+
+def test_report_command_draws_the_plots_and_links_them_from_the_markdown(recorded_run):
+    result = CliRunner().invoke(main, ["report", str(recorded_run)])
+    assert result.exit_code == 0, result.output
+    for name in PLOTS:
+        assert_png(recorded_run / name)
+        assert f"wrote {recorded_run / name}" in result.output
+    markdown = (recorded_run / "report.md").read_text()
+    assert markdown.startswith("# xlc self-training report")
+    assert "| 1 | 110 | 90 | 25 | 5 0 5 0 5 5 5 | 0.720 | 0.600 |" in markdown
+    assert "| 0 | 0.520 | 0.440 |" in markdown  # test accuracy per language
+    for name in PLOTS:
+        assert f"]({name})" in markdown
+
+
+def test_render_is_repeatable_and_leaves_no_temp_files(recorded_run):
+    report.render(recorded_run)
+    first = (recorded_run / "report.md").read_text()
+    report.render(recorded_run)
+    assert (recorded_run / "report.md").read_text() == first
+    assert sorted(p.name for p in recorded_run.iterdir()) == sorted(["report.json", "report.md", *PLOTS])
+
+
+def test_the_accuracy_series_follow_rounds_and_languages():
+    series = report.accuracy_series(RECORDED["rounds"], "test")
+    assert series == {"all": [0.48, 0.57, 0.56], "deu_Latn": [0.52, 0.60, 0.58], "zho_Hans": [0.44, 0.54, 0.54]}
+
+
+def test_a_run_without_gold_or_test_set_gets_only_the_plots_it_has_data_for(tmp_path):
+    summary = copy.deepcopy(RECORDED)
+    for r in summary["rounds"]:
+        r["pseudo_precision"] = None
+        r["test"] = None
+        del r["dev"]["per_lang"]
+    paths = report.write(tmp_path, summary)
+    assert [p.name for p in paths] == ["accuracy.png", "pseudo_classes.png"]
+    assert_png(tmp_path / "accuracy.png", min_width=300)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "pseudo_precision.png" not in markdown and "](accuracy.png)" in markdown
+
+
+def test_a_failing_plot_never_costs_the_run_its_report(tmp_path, monkeypatch, caplog):
+    def broken(out, summary):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(report, "write_plots", broken)
+    assert report.write(tmp_path, copy.deepcopy(RECORDED)) == []
+    assert json.loads((tmp_path / "report.json").read_text())["best_round"] == 1
+    assert "## Plots" not in (tmp_path / "report.md").read_text()
+    assert "report plots not written: RuntimeError: no fonts" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no report.json here"), ("{not json", "not valid JSON"), ('{"rounds": 3}', "no rounds in it")],
+)
+def test_report_command_explains_a_folder_that_is_not_a_run(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "report.json").write_text(content)
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_selftrain_writes_the_plots_at_the_end_of_a_run(tiny_model, small_files, tmp_path):
+    run = xlc.selftrain(
+        train=small_files["train"], unlabeled=small_files["unlabeled"], dev=small_files["dev"],
+        test=small_files["test"], selector="balanced", selector_options={"kt": 2}, model=str(tiny_model),
+        out=tmp_path / "run", epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5,
+    )
+    for name in PLOTS:
+        assert_png(run.out / name)
+    assert "![accuracy per round](accuracy.png)" in (run.out / "report.md").read_text()
