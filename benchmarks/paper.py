@@ -903,7 +903,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", help="encoder for every run [default: multilingual-e5-small; --smoke: tiny]")
     ap.add_argument("--lr", type=float, help="encoder learning rate [default: the profile's]")
     ap.add_argument("--selector-seeds", type=int, help="run throttling and thresholded on the first N "
-                    "seeds only [default: the profile's: budget 1, full all]")
+                    "seeds only, 0 = all [default: the profile's: budget 1, full all]")
     ap.add_argument("--threads", type=int, help="CPU threads [default: all]")
     ap.add_argument("--keep-models", action="store_true", help="keep each run's models (~2 GB per run)")
     return ap.parse_args(argv)
