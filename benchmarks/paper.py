@@ -50,7 +50,7 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 SELECTORS = ("balanced", "throttling", "thresholded")
 METHODS = ("zero-shot", "balanced", "throttling", "thresholded", "control", "logreg")
 BOOTSTRAP_RESAMPLES = 2000
-MODEL_FILES = ("best", "final", "round-*/onnx")
+MODEL_FILES = ("best", "final", "round-*/onnx", "round-*/model")  # Hugging Face weights and ONNX, ~470 MB each
 
 # Wall-clock cost model for --plan, measured with multilingual-e5-small on 2 CPU cores
 # (see README "Reproducing the paper"); other machines and models differ.

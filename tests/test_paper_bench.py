@@ -80,7 +80,8 @@ def test_zero_shot_is_round_zero_of_the_balanced_run(smoke):
     assert set(predictions["method"]) == {"balanced", "zero-shot"}
     report = json.loads((folder / "report.json").read_text())
     assert report["rounds"][0]["round"] == 0
-    assert not list((folder / "run").glob("round-*/onnx"))  # models removed unless --keep-models
+    for pattern in ("round-*/onnx", "round-*/model", "best", "final"):  # models removed unless --keep-models
+        assert not list((folder / "run").glob(pattern)), pattern
 
 
 def test_a_second_invocation_reuses_finished_runs(paper, smoke):
