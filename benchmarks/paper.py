@@ -6,8 +6,9 @@
     python benchmarks/paper.py --full       # the paper's protocol, for a machine with a GPU
 
 Methods, per data set and seed: zero-shot (round 0 of the balanced run: English training
-only), self-learning with the `balanced`, `throttling` and `thresholded` selectors, and a
-same-compute control (the labelled data alone, trained for at least as many optimiser steps
+only), self-learning with the `balanced`, `throttling` and `thresholded` selectors and with
+*pool-prior* (the xlc-classprior plugin's `prior` selector, class split estimated from the pool,
+per target language), and a same-compute control (the labelled data alone, trained for at least as many optimiser steps
 as the balanced run used in all its rounds). A frozen-encoder logistic regression on
 mean-pooled embeddings is a cheap reference. Everything goes through the public API
 (`xlc.selftrain`, `xlc.load`, `xlc.score`); the loop is not re-implemented here.
@@ -47,9 +48,12 @@ from xlc.errors import XlcError
 log = logging.getLogger("xlc.bench")
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
-SELECTORS = ("balanced", "throttling", "thresholded")
-METHODS = ("zero-shot", "balanced", "throttling", "thresholded", "control", "logreg")
+SELECTORS = ("balanced", "throttling", "thresholded", "pool-prior")  # the self-learning methods
+METHODS = ("zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control", "logreg")
+PLUGIN_SELECTORS = {"pool-prior": "prior"}  # method -> selector of the xlc-classprior plugin
 BOOTSTRAP_RESAMPLES = 2000
+COMPARISONS = (("balanced", "zero-shot"), ("balanced", "control"), ("pool-prior", "zero-shot"),
+               ("pool-prior", "control"), ("pool-prior", "balanced"))
 MODEL_FILES = ("best", "final", "round-*/onnx", "round-*/model")  # Hugging Face weights and ONNX, ~470 MB each
 
 # Wall-clock cost model for --plan, measured with multilingual-e5-small on 2 CPU cores
@@ -259,6 +263,8 @@ def seeds_for(profile: Profile, method: str) -> tuple[int, ...]:
 def selector_options(selector: str, spec: DataSpec, profile: Profile, classes: Sequence[str]) -> dict:
     if selector == "balanced":
         return {"kt": spec.kt}
+    if selector == "pool-prior":  # as many texts as balanced, split by language, then by the pool's prior
+        return {"kt": spec.kt, "proportions": "pool", "per_lang": True}
     if selector == "throttling":  # as many texts per round as balanced takes when every class has kt
         return {"n": spec.kt * len(classes)}
     return {"threshold": profile.threshold}
@@ -279,7 +285,7 @@ def run_unit(bench: Bench, spec: DataSpec, splits: Splits, seed: int, group: str
     part = splits if group == "all" else splits.only(group)
     base = bench.work / spec.name / f"seed-{seed}" / group
     balanced_summary = None
-    for method in ("balanced", "throttling", "thresholded", "control"):
+    for method in (*SELECTORS, "control"):
         wanted = method in bench.methods or (method == "balanced" and {"zero-shot", "control"} & set(bench.methods))
         if not wanted or seed not in seeds_for(bench.profile, method):
             continue
@@ -316,7 +322,8 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
                                                            p.batch_size))
         selector, options = "balanced", {"kt": spec.kt}  # never used: round 0 is the only round
     else:
-        selector, options = method, selector_options(method, spec, p, part.classes)
+        selector = PLUGIN_SELECTORS.get(method, method)
+        options = selector_options(method, spec, p, part.classes)
     shown = ({"epochs": settings["epochs"], "steps to match": balanced["train_steps"]} if balanced and
              method == "control" else {**options, "epochs per round": settings["epochs"]})
     log.info("%s seed %d %s: %s (%s) starts", spec.name, seed, folder.parent.name, method,
@@ -457,6 +464,7 @@ def estimate(profile: Profile, spec: DataSpec, splits: Splits, tokens: dict[str,
     control = other - c["round_s"] * profile.max_rounds  # same training, a single round
     parts = {"balanced": balanced if {"balanced", "zero-shot", "control"} & set(methods) else 0.0,
              "throttling": other if "throttling" in methods else 0.0,
+             "pool-prior": other if "pool-prior" in methods else 0.0,
              "thresholded": other if "thresholded" in methods else 0.0,
              "control": control if "control" in methods else 0.0}
     return {k: v * groups for k, v in parts.items()}
@@ -500,8 +508,8 @@ def collect(bench: Bench, spec: DataSpec, splits: Splits) -> dict:
         "macro_f1": macro_f1_table(predictions, methods, splits.classes),
         "precision": precision_table(pseudo_labels, splits.langs) if pseudo_labels is not None else {},
         "class_shares": class_shares(pseudo_labels, splits),
-        "bootstrap": {f"balanced - {other}": paired_bootstrap(predictions, "balanced", other)
-                      for other in ("zero-shot", "control") if {"balanced", other} <= set(methods)},
+        "bootstrap": {f"{a} - {b}": paired_bootstrap(predictions, a, b) for a, b in COMPARISONS
+                      if {a, b} <= set(methods)},
         "runs": summaries,
         "rounds": rounds_table(summaries),
     }
@@ -641,7 +649,9 @@ def render_markdown(result: dict) -> str:
         f"{result['profile']['batch_size']}, lr {result['profile']['lr']}, max rounds "
         f"{result['profile']['max_rounds']}, patience {result['profile']['patience']}, embeddings "
         f"{'frozen' if result['profile']['freeze_embeddings'] else 'trained'}",
-        f"- started {meta['started']}, wall time **{meta['wall_minutes']:.1f} minutes**",
+        f"- started {meta['started']}, wall time **{meta['wall_minutes']:.1f} minutes** for this invocation; "
+        f"the runs reported here took **{meta['runs_minutes']:.1f} minutes** summed (runs finished by an "
+        f"earlier invocation of the same `--work` folder are reused and counted here, not in the wall time)",
         f"- hardware: {meta['hardware']['cpu']} ({meta['hardware']['cores']} cores visible, torch threads "
         f"{meta['hardware']['torch_threads']}), GPU: {meta['hardware']['gpu']}, {meta['hardware']['platform']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
@@ -650,16 +660,23 @@ def render_markdown(result: dict) -> str:
         "deviation over seeds. *zero-shot* is round 0 of the balanced run (English training only); "
         "each self-learning method reports its best round on the target dev set; *control* trains on "
         "the English data alone for at least as many optimiser steps as the balanced run took; "
+        "*pool-prior* is the `prior` selector of the xlc-classprior plugin with `proportions=pool` "
+        "and `per_lang=true` (as many texts as balanced, split across languages by pool size and "
+        "across classes by each language pool's class proportions, estimated by EM); "
         "*logreg* is a logistic regression on frozen mean-pooled embeddings (deterministic).",
         "",
     ]
-    lines += ["## Summary", "", "| data set | " + " | ".join(METHODS) + " | balanced − zero-shot | "
-              "balanced − control |", "|---|" + "---|" * (len(METHODS) + 2)]
+    lines += ["## Summary", "", "Test accuracy, all target languages:", "",
+              "| data set | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for name, ds in result["datasets"].items():
         acc = ds["accuracy"]["all"]
-        boot = [ds["bootstrap"].get(f"balanced - {o}") for o in ("zero-shot", "control")]
-        lines.append(f"| {name} | " + " | ".join(pct(acc.get(m)) for m in METHODS) + " | "
-                     + " | ".join(_ci(b) for b in boot) + " |")
+        lines.append(f"| {name} | " + " | ".join(pct(acc.get(m)) for m in METHODS) + " |")
+    labels = [f"{a} − {b}" for a, b in COMPARISONS]
+    lines += ["", "Paired differences in accuracy points, with 95% bootstrap intervals:", "",
+              "| data set | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, ds in result["datasets"].items():
+        lines.append(f"| {name} | " + " | ".join(_ci(ds["bootstrap"].get(f"{a} - {b}")) for a, b in COMPARISONS)
+                     + " |")
     for name, ds in result["datasets"].items():
         lines += dataset_markdown(name, ds)
     lines += ["", "## Deviations from the paper's protocol", ""]
@@ -821,6 +838,16 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
     return plots
 
 
+def runs_minutes(datasets: Any, work: Path) -> float:
+    """Minutes of every reported run (self-training, test scoring, logistic regression), summed."""
+    seconds = sum(r["seconds"]["selftrain"] + r["seconds"]["test"] for ds in datasets for r in ds["runs"])
+    for ds in datasets:
+        logreg = work / ds["spec"]["name"] / "logreg" / "summary.json"
+        if "logreg" in ds["methods"] and logreg.is_file():
+            seconds += json.loads(logreg.read_text())["seconds"]
+    return seconds / 60
+
+
 def hardware() -> dict:
     import torch
 
@@ -880,6 +907,20 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def check_plugin_selectors(methods: Sequence[str]) -> None:
+    """Fail before any run when a method's plugin selector is missing or too old for its options."""
+    from xlc.selectors import resolve_options
+
+    for method, selector in PLUGIN_SELECTORS.items():
+        if method in methods:
+            try:
+                resolve_options(selector, {"proportions": "pool", "per_lang": True})
+            except XlcError as exc:
+                raise XlcError(f"method {method} needs the xlc-classprior plugin ({exc}); install it with "
+                               f"`pip install -e plugins/xlc-classprior` (`make install` does), or leave "
+                               f"{method} out of --methods") from None
+
+
 def result_stem(profile: Profile) -> str:
     """paper.md for the default benchmark; paper-full.md, paper-smoke.md for the other profiles."""
     return "paper" if profile.name == "budget" else f"paper-{profile.name}"
@@ -935,6 +976,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise XlcError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    check_plugin_selectors(methods)
     work = args.work or ROOT / "runs" / f"paper-{profile.name}"
     work.mkdir(parents=True, exist_ok=True)
     model_name = args.model or profile.model
@@ -1005,6 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
                                                           ["benchmarks/paper.py", *argv])]),
         "model": args.model or profile.model, "started": started.isoformat(timespec="seconds"),
         "wall_minutes": (time.perf_counter() - clock) / 60, "estimate_minutes": total / 60,
+        "runs_minutes": runs_minutes(result["datasets"].values(), work),
         "hardware": hardware(), "versions": versions(), "work": _relative(work),
     }
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))

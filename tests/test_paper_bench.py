@@ -42,10 +42,11 @@ def test_smoke_run_writes_the_results_file_with_every_table(smoke):
                     "Share of each class among the pseudo-labels", "Paired bootstrap",
                     "## Deviations from the paper's protocol", "## Same-compute control"):
         assert heading in text, heading
-    for fact in ("- command: `", "- seeds: 0, 1", "- hardware: ", "- versions: xlc ", "wall time **"):
+    for fact in ("- command: `", "- seeds: 0, 1", "- hardware: ", "- versions: xlc ", "wall time **",
+                 "minutes** summed"):
         assert fact in text, fact
     demo = result["datasets"]["demo"]
-    assert demo["methods"] == ["zero-shot", "balanced", "throttling", "thresholded", "control", "logreg"]
+    assert demo["methods"] == ["zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control", "logreg"]
     assert set(demo["accuracy"]) == {"deu_Latn", "zho_Hans", "all"}
     assert demo["accuracy"]["all"]["balanced"]["n"] == 2  # both seeds
     assert demo["accuracy"]["all"]["throttling"]["n"] == 1  # --selector-seeds 1 in the smoke profile
@@ -144,3 +145,31 @@ def test_a_work_folder_of_other_settings_is_refused_not_silently_reused(paper, s
     _, args, _ = smoke
     with pytest.raises(paper.XlcError, match="holds runs made with different settings"):
         paper.main([*args, "--lr", "0.001"])
+
+
+def test_pool_prior_runs_the_plugins_prior_selector_with_pool_proportions_per_language(smoke):
+    _, _, result = smoke
+    demo = result["datasets"]["demo"]
+    runs = [r for r in demo["runs"] if r["method"] == "pool-prior"]
+    assert [r["seed"] for r in runs] == [0, 1]  # every seed, like balanced
+    for run in runs:
+        assert run["selector"] == "prior"
+        assert run["selector_options"] == {"kt": 2, "proportions": "pool", "per_lang": True}
+    assert "pool-prior - control" in demo["bootstrap"] and "pool-prior" in demo["precision"]["all"]
+
+
+def test_pool_prior_without_the_plugin_fails_before_any_run_and_names_the_fix(paper, tiny_model, tmp_path,
+                                                                               monkeypatch):
+    from xlc.selectors.manager import reload
+
+    monkeypatch.setenv("XLC_PLUGINS", "none")
+    reload()
+    try:
+        with pytest.raises(paper.XlcError, match=r"pool-prior needs the xlc-classprior plugin .*pip install -e "
+                                                 r"plugins/xlc-classprior.*leave pool-prior out of --methods"):
+            paper.main(["--smoke", "--model", str(tiny_model), "--work", str(tmp_path / "w"),
+                        "--out", str(tmp_path / "o")])
+        assert not (tmp_path / "w").exists()
+    finally:
+        monkeypatch.delenv("XLC_PLUGINS")
+        reload()

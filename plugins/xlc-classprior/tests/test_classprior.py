@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from xlc_classprior import quotas
+from xlc_classprior import class_counts, quotas
 
 from xlc import SelectionContext, XlcError
 from xlc.selectors import available, resolve_options, select
@@ -130,6 +130,47 @@ def test_prior_on_an_empty_pool_takes_nothing():
     assert select("prior", POOL.clear(), {"n": 5}, UNBALANCED).height == 0
 
 
+def shifted_pool(langs: list[str]) -> pl.DataFrame:
+    """Two kinds of text, likelihoods 0.8/0.2 for business/health and the reverse, 38 and 62 of
+    each per language: what a pool whose true prior is 30/70 gives a model trained at 50/50."""
+    rows = [("business", [0.8, 0.2, 0.0])] * 38 + [("health", [0.2, 0.8, 0.0])] * 62
+    frames = [scored_pool(rows).with_columns(pl.lit(lang).alias("lang")) for lang in langs]
+    return pl.concat(frames).with_columns(pl.int_range(pl.len()).alias("id"))
+
+
+def test_pool_proportions_are_the_mean_predicted_probabilities():
+    pool = shifted_pool(["de"])  # mean probabilities 0.428 / 0.572 / 0
+    assert class_counts(pool, {"proportions": "pool"}, UNBALANCED) == {"business": 428_000, "health": 572_000,
+                                                                     "sports": 0}
+    assert class_counts(pool, {"proportions": "labeled"}, UNBALANCED) == UNBALANCED.labeled_counts
+    assert class_counts(pool.clear(), {"proportions": "pool"}, UNBALANCED) == dict.fromkeys(CLASSES, 0)
+
+
+def test_prior_with_pool_proportions_splits_the_total_by_the_pool_not_the_labelled_set():
+    context = SelectionContext(CLASSES, {"business": 50, "health": 50, "sports": 1}, 0)
+    pool = shifted_pool(["de"])
+    assert per_class(select("prior", pool, {"n": 20}, context)) == {"business": 10, "health": 10, "sports": 0}
+    taken = select("prior", pool, {"n": 20, "proportions": "pool"}, context)
+    assert per_class(taken) == {"business": 9, "health": 11, "sports": 0}  # 8.56 / 11.44 / 0
+
+
+def test_pool_proportions_of_an_unsure_model_still_take_texts():
+    """Near-uniform probabilities, every text predicted business: the quotas stay spread out,
+    so business still gets its share rather than nothing."""
+    unsure = scored_pool([("business", [0.34, 0.33, 0.33])] * 30)
+    taken = select("prior", unsure, {"n": 9, "proportions": "pool"}, UNBALANCED)
+    assert per_class(taken) == {"business": 3, "health": 0, "sports": 0}
+
+
+def test_prior_per_lang_splits_the_total_across_languages_by_pool_size():
+    pool = pl.concat([shifted_pool(["de", "fr"]), shifted_pool(["de"]).with_columns(pl.col("id") + 1000)])
+    context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 0}, 0)
+    taken = select("prior", pool, {"n": 30, "per_lang": True}, context)
+    assert dict(taken["lang"].value_counts().sort("lang").iter_rows()) == {"de": 20, "fr": 10}
+    assert per_class(taken.filter(pl.col("lang") == "de")) == {"business": 10, "health": 10, "sports": 0}
+    assert per_class(taken.filter(pl.col("lang") == "fr")) == {"business": 5, "health": 5, "sports": 0}
+
+
 def test_margin_ranks_by_top1_minus_top2_not_by_confidence():
     pool = scored_pool([
         ("business", [0.50, 0.49, 0.01]),  # confident-looking 0.50 but margin 0.01
@@ -154,6 +195,7 @@ def test_margin_takes_kt_per_class_and_respects_min_margin():
         ("prior", {"n": -1}, "option n must be >= 0, got -1"),
         ("prior", {"kt": 0}, "option kt must be >= 1, got 0"),
         ("prior", {"min_confidence": 1.5}, "option min_confidence must be in [0, 1], got 1.5"),
+        ("prior", {"proportions": "gold"}, "option proportions must be labeled or pool, got 'gold'"),
         ("margin", {"min_margin": "wide"}, "option min_margin must be float, got 'wide'"),
         ("margin", {"n": 3}, "selector 'margin' has no option 'n' (its options: kt, min_margin)"),
     ],
@@ -165,5 +207,6 @@ def test_bad_options_are_rejected_by_name(name, options, message):
 
 
 def test_options_have_the_documented_defaults():
-    assert resolve_options("prior", {}) == {"kt": 40, "n": 0, "min_confidence": 0.0}
+    assert resolve_options("prior", {}) == {"kt": 40, "n": 0, "min_confidence": 0.0, "proportions": "labeled",
+                                            "per_lang": False}
     assert resolve_options("margin", {"kt": "5"}) == {"kt": 5, "min_margin": 0.0}

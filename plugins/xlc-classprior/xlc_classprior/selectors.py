@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from xlc import SelectionContext
@@ -42,15 +43,45 @@ def prior_total(options: Mapping[str, Any], classes: Sequence[str]) -> int:
     return options["n"] or options["kt"] * len(classes)
 
 
-def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
-    """The most confident texts per predicted class, per-class counts following the labelled set's prior.
+def class_counts(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> dict[str, int]:
+    """Integer weights for `quotas`: the labelled set's counts, or the pool's class proportions as
+    the model sees them (the mean predicted probability of each class, in millionths).
 
+    The mean probability is a biased estimate under label shift, but a bounded one: an EM
+    re-estimate (Saerens et al., 2002) can run off to a class that no text is predicted as
+    when the model is unsure, and then the round takes nothing.
+    """
+    if options["proportions"] == "labeled":
+        return dict(context.labeled_counts)
+    if pool.height == 0:
+        return {c: 0 for c in context.classes}
+    mean = pool["probs"].to_numpy().astype(np.float64).reshape(-1, len(context.classes)).mean(axis=0)
+    return {c: int(round(1_000_000 * p)) for c, p in zip(context.classes, mean, strict=True)}
+
+
+def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    """The most confident texts per predicted class, per-class counts following a class prior.
+
+    The prior is the labelled set's (`proportions="labeled"`) or the pool's mean predicted
+    probabilities (`proportions="pool"`). With `per_lang`, the total is first split across languages in
+    proportion to their pool sizes, and each language gets its own class split (and estimate).
     A class with fewer candidates than its quota gives what it has; the shortfall is not moved
     to other classes, which would let the model's favourite class take over.
     """
-    share = quotas(prior_total(options, context.classes), context.labeled_counts, context.classes)
-    candidates = pool.filter(pl.col("confidence") >= options["min_confidence"])
-    return take_per_class(candidates, share, "confidence")
+    total = prior_total(options, context.classes)
+    if not options["per_lang"]:
+        groups = [(total, pool)]
+    else:
+        sizes = dict(pool["lang"].value_counts().iter_rows())
+        langs = sorted(sizes)
+        per_lang = quotas(total, sizes, langs)
+        groups = [(per_lang[lang], pool.filter(pl.col("lang") == lang)) for lang in langs]
+    taken = []
+    for n, part in groups:
+        share = quotas(n, class_counts(part, options, context), context.classes)
+        candidates = part.filter(pl.col("confidence") >= options["min_confidence"])
+        taken.append(take_per_class(candidates, share, "confidence"))
+    return pl.concat(taken) if taken else pool.head(0)
 
 
 def top2_margin(probs: pl.Expr, width: int) -> pl.Expr:
