@@ -662,7 +662,7 @@ def render_markdown(result: dict) -> str:
         "the English data alone for at least as many optimiser steps as the balanced run took; "
         "*pool-prior* is the `prior` selector of the xlc-classprior plugin with `proportions=pool` "
         "and `per_lang=true` (as many texts as balanced, split across languages by pool size and "
-        "across classes by each language pool's class proportions, estimated by EM); "
+        "across classes by each language pool's mean predicted class probabilities); "
         "*logreg* is a logistic regression on frozen mean-pooled embeddings (deterministic).",
         "",
     ]
@@ -943,6 +943,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     f"{', '.join(METHODS)} [default: all]")
     ap.add_argument("--model", help="encoder for every run [default: multilingual-e5-small; --smoke: tiny]")
     ap.add_argument("--lr", type=float, help="encoder learning rate [default: the profile's]")
+    ap.add_argument("--epochs", type=int, help="epochs per round [default: the profile's: budget 2, full 3]")
     ap.add_argument("--selector-seeds", type=int, help="run throttling and thresholded on the first N "
                     "seeds only, 0 = all [default: the profile's: budget 1, full all]")
     ap.add_argument("--threads", type=int, help="CPU threads [default: all]")
@@ -963,6 +964,8 @@ def choose_profile(args: argparse.Namespace) -> Profile:
         profile = replace(profile, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.lr:
         profile = replace(profile, lr=args.lr)
+    if args.epochs:
+        profile = replace(profile, epochs=args.epochs)
     if args.selector_seeds is not None:
         profile = replace(profile, selector_seeds=args.selector_seeds or None)
     return profile

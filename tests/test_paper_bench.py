@@ -173,3 +173,9 @@ def test_pool_prior_without_the_plugin_fails_before_any_run_and_names_the_fix(pa
     finally:
         monkeypatch.delenv("XLC_PLUGINS")
         reload()
+
+
+def test_epochs_and_lr_flags_change_the_profile_and_so_the_work_folder_settings(paper):
+    profile = paper.choose_profile(paper.parse_args(["--epochs", "4", "--lr", "5e-5"]))
+    assert (profile.epochs, profile.lr, profile.name) == (4, 5e-5, "budget")
+    assert paper.choose_profile(paper.parse_args([])).epochs == 2

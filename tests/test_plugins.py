@@ -74,7 +74,7 @@ def test_xlc_selectors_lists_builtins_and_the_installed_plugin_with_package_and_
     assert rows["prior"]["version"] == version("xlc-classprior")
     assert rows["prior"]["plugin"] == "classprior"
     assert {o["name"]: o["default"] for o in rows["prior"]["options"]} == {
-        "kt": 40, "n": 0, "min_confidence": 0.0,
+        "kt": 40, "n": 0, "min_confidence": 0.0, "proportions": "labeled", "per_lang": False,
     }
     assert rows["balanced"]["package"] == "xlc" and rows["balanced"]["options"][0]["requirement"] == ">= 1"
     assert all(row["description"] for row in rows.values())
@@ -256,7 +256,8 @@ def test_selftrain_with_the_plugins_prior_selector_splits_by_the_labelled_classe
     written = tomllib.loads((out / "config.toml").read_text())
     assert written["selector"] == "prior"
     # flags beat the file; the written config holds the options as the selector received them
-    assert written["selector_options"] == {"n": 12, "min_confidence": 0.0, "kt": 3}
+    assert written["selector_options"] == {"n": 12, "min_confidence": 0.0, "kt": 3, "proportions": "labeled",
+                                           "per_lang": False}
     report = json.loads((out / "report.json").read_text())
     train = pl.read_parquet(small_files["train"])
     share = quotas(12, dict(train["label"].value_counts().iter_rows()), report["classes"])
@@ -298,7 +299,7 @@ def test_a_misbehaving_plugin_stops_selftrain_with_one_line_naming_it(tiny_model
         ("[prior]\nn = 3\n", (),
          "'prior' is a dict; the file holds one selector's options as key = value lines"),
         ("nn = 3\n", ("--selector", "prior"),
-         "selector 'prior' has no option 'nn' (its options: kt, n, min_confidence)"),
+         "selector 'prior' has no option 'nn' (its options: kt, n, min_confidence, proportions, per_lang)"),
         ("n = 0\n", ("--selector", "throttling"), "selector 'throttling': option n must be >= 1, got 0"),
     ],
 )
