@@ -210,3 +210,11 @@ def test_options_have_the_documented_defaults():
     assert resolve_options("prior", {}) == {"kt": 40, "n": 0, "min_confidence": 0.0, "proportions": "labeled",
                                             "per_lang": False}
     assert resolve_options("margin", {"kt": "5"}) == {"kt": 5, "min_margin": 0.0}
+
+
+def test_prior_per_lang_puts_texts_without_a_language_in_a_group_of_their_own():
+    pool = shifted_pool(["de", "fr"]).with_columns(
+        pl.when(pl.col("lang") == "fr").then(None).otherwise(pl.col("lang")).alias("lang"))
+    context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 0}, 0)
+    taken = select("prior", pool, {"n": 20, "per_lang": True}, context)
+    assert taken["lang"].null_count() == 10 and (taken["lang"] == "de").sum() == 10

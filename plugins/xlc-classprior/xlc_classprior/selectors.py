@@ -72,10 +72,11 @@ def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionCont
     if not options["per_lang"]:
         groups = [(total, pool)]
     else:
-        sizes = dict(pool["lang"].value_counts().iter_rows())
+        lang = pl.col("lang").fill_null("")  # texts without a language form one group
+        sizes = dict(pool.select(lang)["lang"].value_counts().iter_rows())
         langs = sorted(sizes)
         per_lang = quotas(total, sizes, langs)
-        groups = [(per_lang[lang], pool.filter(pl.col("lang") == lang)) for lang in langs]
+        groups = [(per_lang[code], pool.filter(lang == code)) for code in langs]
     taken = []
     for n, part in groups:
         share = quotas(n, class_counts(part, options, context), context.classes)
