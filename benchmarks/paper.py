@@ -51,6 +51,7 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 SELECTORS = ("balanced", "throttling", "thresholded", "pool-prior")  # the self-learning methods
 METHODS = ("zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control", "logreg")
 PLUGIN_SELECTORS = {"pool-prior": "prior"}  # method -> selector of the xlc-classprior plugin
+POOL_PRIOR_OPTIONS = {"proportions": "pool", "per_lang": True}  # pool-prior's options besides kt
 BOOTSTRAP_RESAMPLES = 2000
 COMPARISONS = (("balanced", "zero-shot"), ("balanced", "control"), ("pool-prior", "zero-shot"),
                ("pool-prior", "control"), ("pool-prior", "balanced"))
@@ -260,12 +261,12 @@ def seeds_for(profile: Profile, method: str) -> tuple[int, ...]:
     return profile.seeds
 
 
-def selector_options(selector: str, spec: DataSpec, profile: Profile, classes: Sequence[str]) -> dict:
-    if selector == "balanced":
+def selector_options(method: str, spec: DataSpec, profile: Profile, classes: Sequence[str]) -> dict:
+    if method == "balanced":
         return {"kt": spec.kt}
-    if selector == "pool-prior":  # as many texts as balanced, split by language, then by the pool's prior
-        return {"kt": spec.kt, "proportions": "pool", "per_lang": True}
-    if selector == "throttling":  # as many texts per round as balanced takes when every class has kt
+    if method == "pool-prior":  # as many texts as balanced, split by language, then by the pool's prior
+        return {"kt": spec.kt, **POOL_PRIOR_OPTIONS}
+    if method == "throttling":  # as many texts per round as balanced takes when every class has kt
         return {"n": spec.kt * len(classes)}
     return {"threshold": profile.threshold}
 
@@ -463,9 +464,7 @@ def estimate(profile: Profile, spec: DataSpec, splits: Splits, tokens: dict[str,
     other, _ = selftrain_run(1)
     control = other - c["round_s"] * profile.max_rounds  # same training, a single round
     parts = {"balanced": balanced if {"balanced", "zero-shot", "control"} & set(methods) else 0.0,
-             "throttling": other if "throttling" in methods else 0.0,
-             "pool-prior": other if "pool-prior" in methods else 0.0,
-             "thresholded": other if "thresholded" in methods else 0.0,
+             **{m: other if m in methods else 0.0 for m in SELECTORS[1:]},
              "control": control if "control" in methods else 0.0}
     return {k: v * groups for k, v in parts.items()}
 
@@ -914,7 +913,7 @@ def check_plugin_selectors(methods: Sequence[str]) -> None:
     for method, selector in PLUGIN_SELECTORS.items():
         if method in methods:
             try:
-                resolve_options(selector, {"proportions": "pool", "per_lang": True})
+                resolve_options(selector, POOL_PRIOR_OPTIONS)
             except XlcError as exc:
                 raise XlcError(f"method {method} needs the xlc-classprior plugin ({exc}); install it with "
                                f"`pip install -e plugins/xlc-classprior` (`make install` does), or leave "

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from xlc import files
-from xlc.errors import XlcError
+from xlc.errors import XlcError, first_line
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -49,8 +49,7 @@ def read_table(path: Path) -> pl.DataFrame:
     try:
         return scan_table(path).collect()
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise XlcError(f"{path}: cannot be read as {table_format(Path(path))}: {first}") from exc
+        raise XlcError(f"{path}: cannot be read as {table_format(Path(path))}: {first_line(exc)}") from exc
 
 
 def require_columns(frame: pl.DataFrame | pl.LazyFrame, source: str, columns: Sequence[str]) -> None:

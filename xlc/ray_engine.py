@@ -12,7 +12,6 @@ Ray is imported only when one of these runs; without it the error says what to i
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import re
 import shutil
@@ -28,9 +27,9 @@ import numpy as np
 import polars as pl
 
 from xlc import data, files, onnx
-from xlc.errors import XlcError
+from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
-from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, predictions
+from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, check_resumable, predictions
 
 log = logging.getLogger("xlc")
 
@@ -85,11 +84,10 @@ def connected(options: RayOptions, shutdown: bool = True) -> Iterator[Any]:
                 ray.init(address="local", include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"--ray-address {options.address}" if options.address else "a local Ray instance"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = ("; is the cluster up (`ray status`)? `ray start` turns token authentication on: "
                     "set RAY_AUTH_MODE=token here, with the head node's ~/.ray/auth_token"
                     if options.address else "")
-            raise XlcError(f"{where}: cannot start or connect to Ray: {first}{hint}") from None
+            raise XlcError(f"{where}: cannot start or connect to Ray: {first_line(exc)}{hint}") from None
         started = True
     try:
         yield ray
@@ -210,7 +208,7 @@ def plan_sources(job: ScoreJob, paths: list[Path]) -> list[Source]:
         try:
             rows = scan.select(pl.len()).collect().item()
         except pl.exceptions.PolarsError as exc:
-            raise XlcError(f"{where}: cannot be read: {str(exc).strip().splitlines()[0]}") from None
+            raise XlcError(f"{where}: cannot be read: {first_line(exc)}") from None
         if job.id_column:
             id_scans.append((path, schema[job.id_column], scan.select(pl.col(job.id_column).alias("id"))))
         sources.append(Source(i, str(path), rows, offset))
@@ -239,12 +237,12 @@ def _read_file(source: Source, text_column: str, id_column: str | None, chunk_si
     frame = scan.select(columns).with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
     if not id_column:
         frame = frame.with_columns((pl.col("_row") + source.offset).alias("id"))
-    starts = [s for s, _ in done]
+    starts = np.asarray([s for s, _ in done])
+    stops = np.asarray([e for _, e in done])
     for chunk in frame.collect_batches(chunk_size=chunk_size):
         rows = chunk["_row"].to_numpy()
         if done:
             at = np.searchsorted(starts, rows, side="right") - 1
-            stops = np.asarray([e for _, e in done])
             covered = (at >= 0) & (rows < stops[np.maximum(at, 0)])
             chunk = chunk.filter(~covered)
         if chunk.height:
@@ -334,12 +332,7 @@ def prepare_output(job: ScoreJob, wanted: dict) -> Path:
         elif (out / DONE).exists():
             raise XlcError(f"--output {out} holds a finished run; pass --overwrite to replace it")
         else:
-            found = json.loads(manifest.read_text())
-            differs = sorted(k for k in wanted if found.get(k) != wanted[k])
-            if differs:
-                raise XlcError(
-                    f"{out} holds parts of an unfinished run with a different {', '.join(differs)}; "
-                    f"re-run with the same options to resume, or pass --overwrite to start afresh")
+            check_resumable(manifest, wanted, out)
             for tmp in out.glob(".part-*.tmp"):  # a write cut short by a kill
                 tmp.unlink()
             return out
@@ -359,10 +352,10 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     options = options or RayOptions()
     start = time.perf_counter()
     model_dir = onnx.find_model(Path(job.model))
+    paths = input_files(job.input, Path(job.output))
+    sources = plan_sources(job, paths)  # bad input fails before the slow quantisation
     if job.int8 and not (model_dir / onnx.INT8_FILE).is_file():
         onnx.quantize_int8(model_dir)  # once, here, rather than racing in every actor
-    paths = input_files(job.input, Path(job.output))
-    sources = plan_sources(job, paths)
     out = prepare_output(job, fingerprint(job, model_dir, paths))
     done = finished_parts(out)
     resumed = sum(len(v) for v in done.values())

@@ -249,18 +249,24 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     return ScoreSummary(done, time.perf_counter() - start, per_class, empty, resumed, job.output)
 
 
+def check_resumable(manifest: Path, wanted: dict[str, object], where: Path) -> None:
+    """Refuse to resume parts written under other options: the error names every key that differs."""
+    found = json.loads(manifest.read_text())
+    wanted = json.loads(json.dumps(wanted))  # tuples become lists, as in the written manifest
+    differs = sorted(k for k in wanted if found.get(k) != wanted[k])
+    if differs:
+        raise XlcError(
+            f"{where} holds parts of an unfinished run with a different {', '.join(differs)}; "
+            f"re-run with the same options to resume, or pass --overwrite to start afresh"
+        )
+
+
 def _prepare_parts(job: ScoreJob, model_dir: Path) -> Path:
     parts = job.output.with_name(job.output.name + ".parts")
     manifest = parts / "manifest.json"
     wanted = json.loads(json.dumps(job.fingerprint(model_dir)))
     if parts.is_dir() and manifest.is_file() and not job.overwrite:
-        found = json.loads(manifest.read_text())
-        differs = sorted(k for k in wanted if found.get(k) != wanted[k])
-        if differs:
-            raise XlcError(
-                f"{parts} holds parts of an unfinished run with a different {', '.join(differs)}; "
-                f"re-run with the same options to resume, or pass --overwrite to start afresh"
-            )
+        check_resumable(manifest, wanted, parts)
         return parts
     if job.output.exists() and not job.overwrite:
         raise XlcError(f"--output {job.output} exists; pass --overwrite to replace it")
