@@ -102,3 +102,17 @@ def test_progress_callback_sees_every_stage(tiny_model, frames, tmp_path):
                   **{**FAST, "max_rounds": 0})
     assert seen["round 0: train"][0] == seen["round 0: train"][1] > 0
     assert seen["round 0: dev"] == (30, 30)
+
+
+def test_load_score_and_evaluate_do_not_import_torch(tiny_onnx, tmp_path):
+    import subprocess
+    import sys
+
+    labelled = tmp_path / "de.csv"
+    pl.DataFrame({"text": ["ein Satz", "noch einer"], "label": ["sports", "health"]}).write_csv(labelled)
+    code = ("import sys, xlc; from xlc.evaluate import EvaluateJob, evaluate; "
+            f"clf = xlc.load({str(tiny_onnx)!r}); clf.predict(['ein Satz']); xlc.score(clf, ['ein Satz']); "
+            f"from pathlib import Path; evaluate(EvaluateJob(Path({str(tiny_onnx)!r}), Path({str(labelled)!r}))); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False False", result.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import polars as pl
@@ -19,9 +19,10 @@ import polars as pl
 from xlc import data, onnx
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
-from xlc.loop import Progress, RunResult
-from xlc.loop import selftrain as _run
 from xlc.scoring import Scorer
+
+if TYPE_CHECKING:  # the training loop imports torch; load() and score() need only ONNX Runtime
+    from xlc.loop import Progress, RunResult
 
 Table = Union[str, Path, pl.DataFrame, Any]  # noqa: UP007 (`X | Any` fails at run time on 3.10)
 """A file path, a Polars frame or a pandas frame (converted); the pool may also be a list of texts."""
@@ -83,7 +84,9 @@ def selftrain(
         resolved = SelfTrainConfig.from_toml(Path(config), values)
     else:
         resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
-    return _run(resolved, progress=progress)
+    from xlc.loop import selftrain as run
+
+    return run(resolved, progress=progress)
 
 
 def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
