@@ -363,7 +363,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     if method == "control" and balanced is not None:
         summary["matched_to"] = {"balanced_train_steps": balanced["train_steps"],
                                  "balanced_rounds": balanced["rounds"]}
-    for name in ("report.md", "report.json", "accuracy.png", "pseudo_precision.png", "pseudo_classes.png"):
+    for name in ("report.md", "report.json", *report.PLOTS):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, folder / name)
     if not bench.keep_models:
