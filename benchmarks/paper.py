@@ -48,12 +48,13 @@ from xlc.errors import XlcError
 log = logging.getLogger("xlc.bench")
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
-SELECTORS = ("balanced", "throttling", "thresholded", "pool-prior")  # the self-learning methods
-METHODS = ("zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control", "logreg")
+SELECTORS = ("default", "balanced", "throttling", "thresholded", "pool-prior")  # the self-learning methods
+METHODS = ("zero-shot", "default", "balanced", "throttling", "thresholded", "pool-prior", "control", "logreg")
 PLUGIN_SELECTORS = {"pool-prior": "prior"}  # method -> selector of the xlc-classprior plugin
 POOL_PRIOR_OPTIONS = {"proportions": "pool", "per_lang": True}  # pool-prior's options besides kt
 BOOTSTRAP_RESAMPLES = 2000
-COMPARISONS = (("balanced", "zero-shot"), ("balanced", "control"), ("pool-prior", "zero-shot"),
+COMPARISONS = (("default", "zero-shot"), ("default", "control"), ("default", "balanced"),
+               ("balanced", "zero-shot"), ("balanced", "control"), ("pool-prior", "zero-shot"),
                ("pool-prior", "control"), ("pool-prior", "balanced"))
 MODEL_FILES = ("best", "final", "round-*/onnx", "round-*/model")  # Hugging Face weights and ONNX, ~470 MB each
 
@@ -101,6 +102,10 @@ class Profile:
     selector_seeds: int | None = None  # throttling and thresholded run on this many leading seeds (None: all)
     logreg: bool = True
     threads: int | None = None   # CPU threads for training and scoring (None: all cores)
+    methods: tuple[str, ...] = ("zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control",
+                                "logreg")  # zero-shot and control come from "default" when it runs, else "balanced"
+    select_epoch: bool = False   # choose each round's epochs on the target dev set (xlc's default)
+    train_layers: int = 0        # train only the top layers on cached lower-layer features (0: all)
     note: str = ""
 
 
@@ -134,6 +139,25 @@ FULL = Profile(
     freeze_embeddings=False, pooled=False, test_every_round=True, threshold=0.9,
     note="The paper's protocol: all data, one run per target language, trained embeddings, "
          "up to 10 rounds; for a machine with a GPU (hours on a CPU).",
+)
+
+POWERED = Profile(
+    name="powered",
+    data=(
+        DataSpec("en2zh_sentiment", "English -> Chinese review polarity", kt=100,
+                 train=1000, pool=2000, dev=None, test=None),
+        DataSpec("xlm_t_sentiment", "English -> German, Spanish, Hindi, tweet sentiment", kt=100,
+                 train=1000, pool=None, dev=None, test=None, langs=("de", "es", "hi")),
+        DataSpec("sib200_mldoc8", "English -> 4 languages, SIB-200 topics (MLDoc stand-in)", kt=40,
+                 train=None, pool=None, dev=None, test=None,
+                 langs=("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")),
+    ),
+    methods=("zero-shot", "default", "balanced", "control"),
+    epochs=6, select_epoch=True, train_layers=2, max_rounds=2, patience=2, selector_seeds=1, logreg=False,
+    note="Powered: English train 1,000 (SIB-200: all 701), pools of 1,839-2,000 texts per target language "
+         "(SIB-200: the whole 701), whole dev and test splits (204-1,000 texts per language); round 0 "
+         "trained to its best epoch on the target dev set; the top 2 encoder layers train on cached "
+         "lower-layer features; 3 seeds.",
 )
 
 SMOKE = Profile(
@@ -272,8 +296,9 @@ def selector_options(method: str, spec: DataSpec, profile: Profile, classes: Seq
 
 
 def train_steps(rounds: list[dict], epochs: int, batch_size: int) -> int:
-    """Optimiser steps a run took: every round trains `epochs` epochs on its labelled set."""
-    return sum(epochs * math.ceil(r["labeled"] / batch_size) for r in rounds)
+    """Optimiser steps a run took: the report's count, else `epochs` epochs on each round's labelled set."""
+    return sum(r["train"]["steps"] if r.get("train") else epochs * math.ceil(r["labeled"] / batch_size)
+               for r in rounds)
 
 
 def control_epochs(steps: int, labelled: int, batch_size: int) -> int:
@@ -286,8 +311,9 @@ def run_unit(bench: Bench, spec: DataSpec, splits: Splits, seed: int, group: str
     part = splits if group == "all" else splits.only(group)
     base = bench.work / spec.name / f"seed-{seed}" / group
     balanced_summary = None
+    reference = "default" if "default" in bench.methods else "balanced"  # zero-shot and control come from it
     for method in (*SELECTORS, "control"):
-        wanted = method in bench.methods or (method == "balanced" and {"zero-shot", "control"} & set(bench.methods))
+        wanted = method in bench.methods or (method == reference and {"zero-shot", "control"} & set(bench.methods))
         if not wanted or seed not in seeds_for(bench.profile, method):
             continue
         folder = base / method
@@ -297,9 +323,9 @@ def run_unit(bench: Bench, spec: DataSpec, splits: Splits, seed: int, group: str
             summary = json.loads(done.read_text())
         else:
             if method == "control" and balanced_summary is None:
-                raise XlcError("the control needs the balanced run of the same seed")
+                raise XlcError(f"the control needs the {reference} run of the same seed")
             summary = run_method(bench, spec, part, seed, method, folder, balanced_summary)
-        if method == "balanced":
+        if method == reference:
             balanced_summary = summary
 
 
@@ -316,17 +342,28 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
         model=bench.model, seed=seed, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, head_lr=p.head_lr,
         max_length=max_length, max_rounds=p.max_rounds, patience=p.patience,
         freeze_embeddings=p.freeze_embeddings, id_column="id", threads=bench.threads,
+        select_epoch=p.select_epoch, train_layers=p.train_layers,
     )
-    if method == "control":
+    matched = balanced and balanced["method"] == "default"
+    if method == "default" or (method == "control" and matched):  # xlc selftrain's own settings
+        settings = dict(model=bench.model, seed=seed, max_length=max_length, id_column="id",
+                        threads=bench.threads)
+    if method == "default":
+        selector, options = None, None
+    elif method == "control":
         assert balanced is not None
-        settings.update(max_rounds=0, epochs=control_epochs(balanced["train_steps"], part.train.height,
-                                                           p.batch_size))
+        if matched or p.select_epoch:  # the same optimiser steps, exactly (no early end), best epoch on dev
+            settings.update(max_rounds=0, max_steps=balanced["train_steps"], epoch_patience=0)
+        else:
+            settings.update(max_rounds=0, epochs=control_epochs(balanced["train_steps"], part.train.height,
+                                                               p.batch_size))
         selector, options = "balanced", {"kt": spec.kt}  # never used: round 0 is the only round
     else:
         selector = PLUGIN_SELECTORS.get(method, method)
         options = selector_options(method, spec, p, part.classes)
-    shown = ({"epochs": settings["epochs"], "steps to match": balanced["train_steps"]} if balanced and
-             method == "control" else {**options, "epochs per round": settings["epochs"]})
+    shown = ({"steps to match": balanced["train_steps"]} if balanced and method == "control"
+             else {**(options or {"settings": "xlc selftrain defaults"}),
+                   "epochs per round": settings.get("epochs", "default")})
     log.info("%s seed %d %s: %s (%s) starts", spec.name, seed, folder.parent.name, method,
              ", ".join(f"{k} {v}" for k, v in shown.items()))
     start = time.perf_counter()
@@ -339,7 +376,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     run_seconds = time.perf_counter() - start
     clock = time.perf_counter()
     predictions = [_predict(run.best_model, part.test, max_length, p.batch_size, method, bench.threads)]
-    if method == "balanced":  # round 0 = trained on English only = zero-shot
+    if method == ("default" if "default" in bench.methods else "balanced"):  # round 0 = English only = zero-shot
         predictions.append(_predict(run_dir / "round-00" / "onnx", part.test, max_length, p.batch_size,
                                     "zero-shot", bench.threads))
     pl.concat(predictions).write_parquet(folder / "test_predictions.parquet")
@@ -349,10 +386,11 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     rounds = run.report["rounds"]
     summary = {
         "data": spec.name, "seed": seed, "group": folder.parent.name, "method": method,
-        "selector": None if method == "control" else selector, "selector_options": options,
+        "selector": None if method == "control" else run.report["config"]["selector"],
+        "selector_options": options if options is not None else run.report["config"].get("selector_options"),
         "settings": {k: v for k, v in settings.items() if k != "threads"},
         "rounds": len(rounds), "best_round": run.best_round, "stop_reason": run.stop_reason,
-        "train_steps": train_steps(rounds, settings["epochs"], p.batch_size),
+        "train_steps": train_steps(rounds, settings.get("epochs", 0), p.batch_size),
         "labelled_start": part.train.height, "pseudo_labels": pseudo.height,
         "dev_accuracy": [r["dev"]["accuracy"] for r in rounds],
         "pseudo_precision": [r.get("pseudo_precision") for r in rounds],
@@ -727,7 +765,8 @@ def dataset_markdown(name: str, ds: dict) -> list[str]:
               "train steps | epochs/round | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(ds["runs"], key=lambda s: (METHODS.index(s["method"]), s["seed"], s["group"])):
         lines.append(f"| {s['method']} | {s['seed']} | {s['group']} | {s['rounds']} | {s['best_round']} | "
-                     f"{s['stop_reason']} | {s['pseudo_labels']} | {s['train_steps']} | {s['settings']['epochs']} | "
+                     f"{s['stop_reason']} | {s['pseudo_labels']} | {s['train_steps']} | "
+                     f"{s['settings'].get('epochs', 'default')} | "
                      f"{s['seconds']['selftrain'] + s['seconds']['test']:.0f} |")
     lines += [""] + [f"![{name} {what}]({file})" for what, file in ds.get("plots", {}).items()]
     return lines
@@ -931,6 +970,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny random model on the bundled demo slice")
     mode.add_argument("--full", action="store_true", help="the paper's protocol (a GPU machine)")
+    mode.add_argument("--powered", action="store_true", help="larger slices, round 0 to its best epoch, "
+                      "cached lower layers: ~3 hours on 2 CPU cores")
     ap.add_argument("--plan", action="store_true", help="print the plan and its time estimate, run nothing")
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help=f"shared data sets [default: {DATA_DIR}]")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
@@ -938,8 +979,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, help="run folders (resumable) [default: runs/paper-<profile>]")
     ap.add_argument("--datasets", help="comma-separated subset of the profile's data sets")
     ap.add_argument("--seeds", help="comma-separated seeds [default: the profile's]")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of "
-                    f"{', '.join(METHODS)} [default: all]")
+    ap.add_argument("--methods", help="comma-separated subset of "
+                    f"{', '.join(METHODS)} [default: the profile's; all but default, except --powered]")
     ap.add_argument("--model", help="encoder for every run [default: multilingual-e5-small; --smoke: tiny]")
     ap.add_argument("--lr", type=float, help="encoder learning rate [default: the profile's]")
     ap.add_argument("--epochs", type=int, help="epochs per round [default: the profile's: budget 2, full 3]")
@@ -951,7 +992,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def choose_profile(args: argparse.Namespace) -> Profile:
-    profile = SMOKE if args.smoke else FULL if args.full else BUDGET
+    profile = SMOKE if args.smoke else FULL if args.full else POWERED if args.powered else BUDGET
     if args.datasets:
         wanted = [x.strip() for x in args.datasets.split(",") if x.strip()]
         known = {d.name for d in profile.data}
@@ -974,7 +1015,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     args = parse_args(argv)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     profile = choose_profile(args)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else profile.methods
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise XlcError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")

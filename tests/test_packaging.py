@@ -184,7 +184,7 @@ def classifier(tiny_model):
 def train(clf, device: str) -> list[float]:
     texts = ["one text", "another text", "a third one", "and a fourth"]
     settings = model.TrainSettings(epochs=1, batch_size=2, max_length=16, device=device)
-    return model.fine_tune(clf, texts, np.array([0, 1, 0, 1]), settings)
+    return model.fine_tune(clf, texts, np.array([0, 1, 0, 1]), settings).losses
 
 
 def test_cuda_request_without_a_gpu_trains_on_cpu_and_says_so_once(classifier, monkeypatch, caplog):

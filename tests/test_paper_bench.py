@@ -179,3 +179,17 @@ def test_epochs_and_lr_flags_change_the_profile_and_so_the_work_folder_settings(
     profile = paper.choose_profile(paper.parse_args(["--epochs", "4", "--lr", "5e-5"]))
     assert (profile.epochs, profile.lr, profile.name) == (4, 5e-5, "budget")
     assert paper.choose_profile(paper.parse_args([])).epochs == 2
+
+
+def test_with_the_default_method_zero_shot_and_an_exact_same_step_control_come_from_it(paper, tiny_model, tmp_path):
+    result = paper.main(["--smoke", "--model", str(tiny_model), "--out", str(tmp_path / "results"),
+                         "--work", str(tmp_path / "work"), "--seeds", "0",
+                         "--methods", "zero-shot,default,control"])
+    demo = result["datasets"]["demo"]
+    assert demo["methods"] == ["zero-shot", "default", "control"]
+    default = next(r for r in demo["runs"] if r["method"] == "default")
+    control = next(r for r in demo["runs"] if r["method"] == "control")
+    assert default["selector"] == "balanced" and default["settings"] == {
+        "model": str(tiny_model), "seed": 0, "max_length": default["settings"]["max_length"], "id_column": "id"}
+    assert control["train_steps"] == default["train_steps"] == control["matched_to"]["balanced_train_steps"]
+    assert {"default - zero-shot", "default - control"} <= set(demo["bootstrap"])

@@ -174,7 +174,7 @@ def test_xlc_plugins_limits_which_third_party_plugins_load(site, monkeypatch, va
     if value is not None:
         monkeypatch.setenv(PLUGINS_ENV, value)
     plugins = manager.plugins()
-    assert set(plugins.selectors) == {"balanced", "throttling", "thresholded"} | loaded  # built-ins always
+    assert set(plugins.selectors) == {"balanced", "throttling", "thresholded", "pool"} | loaded  # built-ins always
     assert [f.plugin for f in plugins.failures] == failures
 
 

@@ -18,11 +18,13 @@ from xlc.loop import CRASH_ENV
 
 
 def args(model, files, out, *extra):
+    """--threads 1: every segment of a killed and resumed run trains with one thread count (float results
+    depend on it), whatever torch.set_num_threads an earlier in-process test left behind."""
     return ["selftrain", "--quiet", "--model", str(model), "--out", str(out),
             "--train", str(files["train"]), "--unlabeled", str(files["unlabeled"]),
             "--dev", str(files["dev"]), "--test", str(files["test"]), "--epochs", "1",
             "--batch-size", "16", "--max-length", "32", "--selector", "balanced", "--kt", "3",
-            "--max-rounds", "2", "--patience", "5", *extra]
+            "--max-rounds", "2", "--patience", "5", "--threads", "1", *extra]
 
 
 def in_process(*arguments):

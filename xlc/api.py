@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -16,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import polars as pl
 
-from xlc import data, onnx
-from xlc.config import SelfTrainConfig
+from xlc import data, files, onnx
+from xlc.config import MAX_THREADS, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.scoring import Scorer
 
@@ -36,7 +38,11 @@ def _as_frame(value: Any, role: str) -> pl.DataFrame | None:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if role != "unlabeled":
             raise XlcError(f"{role}: a list of texts has no labels; pass a frame with text and label columns")
-        return pl.DataFrame({"text": list(value)}, schema={"text": pl.String})
+        values = list(value)
+        bad = next((i for i, t in enumerate(values) if t is not None and not isinstance(t, str)), None)
+        if bad is not None:
+            raise XlcError(f"{role}: text #{bad} is a {type(values[bad]).__name__}, not a string; pass strings")
+        return pl.DataFrame({"text": values}, schema={"text": pl.String})
     return None
 
 
@@ -69,13 +75,13 @@ def selftrain(
     if out is not None:
         values["out"] = str(out)
     folder = Path(values.get("out") or _base_out(config)) / "inputs"
+    frames: dict[str, pl.DataFrame] = {}
     inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
     for role, value in inputs.items():
         frame = _as_frame(value, role)
         if frame is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+            frames[role] = frame
             values[role] = str(folder / f"{role}.parquet")
-            data.write_parquet(frame, Path(values[role]))
         elif value is not None:
             values[role] = str(value)
     if isinstance(config, SelfTrainConfig):
@@ -84,9 +90,38 @@ def selftrain(
         resolved = SelfTrainConfig.from_toml(Path(config), values)
     else:
         resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
+    from xlc.loop import run_lock
     from xlc.loop import selftrain as run
 
-    return run(resolved, progress=progress)
+    with run_lock(folder.parent) as unfinished:  # the settings and the folder are checked before any write
+        _save_inputs(frames, folder, unfinished)
+        return run(resolved, progress=progress)
+
+
+def _save_inputs(frames: Mapping[str, pl.DataFrame], folder: Path, unfinished: dict | None) -> None:
+    """Write in-memory data to `folder` (out/inputs/) as Parquet.
+
+    When the run folder holds an unfinished run (`unfinished`: its fingerprint), its saved
+    inputs are never rewritten: the data must be byte for byte the run's own, or it is refused.
+    """
+    for role, frame in frames.items():
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        blob, path = buffer.getvalue(), folder / f"{role}.parquet"
+        if unfinished is not None:
+            same = (unfinished["inputs"].get(role) == hashlib.sha256(blob).hexdigest()
+                    and unfinished["settings"].get(role) == str(path))
+            if not same:
+                raise XlcError(
+                    f"--out {folder.parent}: holds an unfinished run made with different {role} data; resume "
+                    f"it with the same data (xlc selftrain --resume {folder.parent}) or choose another folder")
+            if path.is_file():
+                continue
+        try:
+            folder.mkdir(exist_ok=True)
+            files.write_bytes(path, blob)
+        except OSError as exc:
+            raise files.write_error(path, exc) from None
 
 
 def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
@@ -102,8 +137,14 @@ class TextClassifier:
 
     def __init__(self, path: str | Path, threads: int | None = None, provider: str = "cpu",
                  batch_size: int = 64, max_length: int = 128) -> None:
+        for name, value in (("batch_size", batch_size), ("threads", 1 if threads is None else threads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise XlcError(f"xlc.load: {name} must be a whole number >= 1, got {value!r}")
+        if threads and threads > MAX_THREADS:
+            raise XlcError(f"xlc.load: threads must be <= {MAX_THREADS}, got {threads}")
         self.path = onnx.find_model(Path(path))
         self.scorer = Scorer.open(self.path, threads=threads, provider=provider)
+        self.scorer.check_max_length(max_length)
         self.batch_size = batch_size
         self.max_length = max_length
 
@@ -155,6 +196,11 @@ def score(model: str | Path | TextClassifier, texts: Table | Sequence[str], *,
         frame = data.read_table(Path(texts))
     data.require_columns(frame, "texts", [text_column])
     data.check_texts(frame, "texts", text_column)
+    if text_column != "text" and "text" in frame.columns:
+        raise XlcError(f"texts: has a 'text' column besides text_column={text_column!r}; drop or rename one")
+    if "label" in frame.columns and "gold" in frame.columns:
+        raise XlcError("texts: has both 'label' and 'gold' columns, and xlc.score keeps an input 'label' as "
+                       "'gold'; drop or rename one")
     if "label" in frame.columns:  # keep a gold label column beside the prediction
         frame = frame.rename({"label": "gold"})
     scored = clf.scorer.score(frame.rename({text_column: "text"}) if text_column != "text" else frame,

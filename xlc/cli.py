@@ -34,10 +34,11 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except XlcError as exc:
             raise click.ClickException(str(exc)) from None
-        except OSError as exc:  # full disk, read-only folder, ...: not a bug, say what and where
+        except OSError as exc:  # full disk, read-only folder, missing file: not a bug, say what and where
+            from xlc.files import advice
+
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}; free some space, fix permissions "
-                                       f"or choose another output folder") from None
+            raise click.ClickException(f"{where}{exc.strerror or exc}; {advice(exc)}") from None
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
@@ -63,6 +64,9 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--unlabeled", type=FILE, help="Unlabelled target-language pool.")
 @click.option("--dev", type=FILE, help="Labelled target-language data for early stopping.")
 @click.option("--test", type=FILE, help="Labelled target-language data for the final accuracy.")
+@click.option("--pool-gold", type=FILE,
+              help="True labels of the pool (id and label columns), for pseudo-label precision only; "
+                   "never used for training or selection.")
 @click.option("--text-column", help="Column holding the text.  [default: text]")
 @click.option("--label-column", help="Column holding the label.  [default: label]")
 @click.option("--id-column", help="Pool column with unique ids.  [default: row number]")
@@ -78,7 +82,24 @@ FILE = click.Path(path_type=Path, dir_okay=False)
               help="TOML file of selector options (key = value); the option flags override it.")
 @click.option("--max-rounds", type=int, help="Self-training rounds after round 0.  [default: 3]")
 @click.option("--patience", type=int, help="Stop after this many rounds without dev gain.  [default: 1]")
-@click.option("--epochs", type=int, help="Epochs per round.  [default: 2]")
+@click.option("--epochs", type=int, help="Epochs per round (the most, with --select-epoch).  [default: 2]")
+@click.option("--select-epoch/--fixed-epochs", default=None,
+              help="Score dev after each epoch and keep the best epoch, or train exactly --epochs.  "
+                   "[default: select]")
+@click.option("--epoch-patience", type=int,
+              help="--select-epoch: stop a round after this many epochs without dev gain (0: never).  "
+                   "[default: 2]")
+@click.option("--max-steps", type=int,
+              help="Optimiser steps per round, overriding --epochs (e.g. the same-compute control).")
+@click.option("--targets", type=click.Choice(["hard", "soft"]),
+              help="What pseudo-labelled texts train on: the selected label, or the model's class "
+                   "probabilities (soft: self-distillation).  [default: hard]")
+@click.option("--warm-start/--from-base", default=None,
+              help="Each round continues from the last round's model, or starts from the base model.  "
+                   "[default: warm-start]")
+@click.option("--train-layers", type=int,
+              help="Train only the top N encoder layers and the head; the frozen layers below run once "
+                   "per text (0: all layers).  [default: 0]")
 @click.option("--batch-size", type=int, help="Training batch size.  [default: 32]")
 @click.option("--max-length", type=int, help="Max tokens per text.  [default: 64]")
 @click.option("--lr", type=float, help="Encoder learning rate (3e-5 suits base-size encoders).  [default: 2e-4]")
@@ -104,7 +125,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     """
     from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
-    from xlc.loop import selftrain as run
+    from xlc.loop import run_lock, selftrain as run
     from xlc.selectors import options as selector_file
 
     _setup_logging(quiet)
@@ -129,7 +150,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
         config = SelfTrainConfig.from_mapping(overrides, source="command line")
     if selector_options:
         config = config.replace(selector_options={**config.selector_options, **selector_options})
-    with Bars(quiet=quiet) as bars:
+    with run_lock(Path(config.out)), Bars(quiet=quiet) as bars:
         result = run(config, progress=bars)
     print_rounds(result.report)
     click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
@@ -242,16 +263,23 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
 @click.option("--out", "out_path", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--optimize", type=click.Choice(["O1", "O2", "O3"]), help="ONNX Runtime graph optimisation.")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic int8 quantisation).")
+@click.option("--overwrite", is_flag=True,
+              help="Also replace an --out that xlc did not write, if it holds only files (they are deleted).")
 @_fail_cleanly
-def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool) -> None:
-    """Export a trained model to ONNX (through Optimum), ready for `xlc score`."""
-    from xlc import model, onnx
+def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, overwrite: bool) -> None:
+    """Export a trained model to ONNX (through Optimum), ready for `xlc score`.
+
+    --out must be new, empty or an earlier export; a folder of other files needs --overwrite, and
+    a folder with subfolders, the current folder or a home folder is never replaced.
+    """
+    from xlc import files, model, onnx
 
     _setup_logging(False)
+    files.check_replaceable(out_path, "--out", overwrite, "export")  # before anything is loaded or written
     source = model_path / "best" if (model_path / "best" / model.META_FILE).is_file() else model_path
     if not (source / "config.json").is_file():
         raise XlcError(f"--model {model_path}: no Hugging Face weights here or in best/; pass a run folder")
-    onnx.export(model.load(source), out_path)
+    onnx.export(model.load(source), out_path, kind="export", overwrite=overwrite)
     if optimize:
         onnx.optimize(out_path, optimize)
     if int8:

@@ -21,6 +21,10 @@ from xlc.default_model import NAME as DEFAULT_MODEL
 from xlc.errors import XlcError
 
 ENGINES = ("local", "ray")
+TARGETS = ("hard", "soft")
+MAX_THREADS = 1024
+"""The most --threads accepted anywhere; ONNX Runtime also uses at most the machine's cores."""
+MAX_SEED = 2**32 - 1
 
 
 def flag(name: str) -> str:
@@ -37,6 +41,7 @@ class SelfTrainConfig:
     unlabeled: str | None = None
     dev: str | None = None
     test: str | None = None
+    pool_gold: str | None = None   # the pool's true labels (id + label), for pseudo-label precision only
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
@@ -48,6 +53,12 @@ class SelfTrainConfig:
     max_rounds: int = 3
     patience: int = 1
     epochs: int = 2
+    select_epoch: bool = True
+    epoch_patience: int = 2
+    max_steps: int | None = None
+    train_layers: int = 0
+    targets: str = "hard"      # what pseudo-labelled texts train on: "hard" labels or "soft" teacher probabilities
+    warm_start: bool = True    # each round continues from the last; False: from the base model again
     batch_size: int = 32
     max_length: int = 64
     lr: float = 2e-4
@@ -65,7 +76,13 @@ class SelfTrainConfig:
         for name in ("epochs", "batch_size", "max_length", "score_batch_size", "patience"):
             _require(name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
         _require("max_rounds", self.max_rounds >= 0, ">= 0", self.max_rounds)
-        _require("threads", self.threads is None or self.threads >= 1, ">= 1", self.threads)
+        _require("epoch_patience", self.epoch_patience >= 0, ">= 0", self.epoch_patience)
+        _require("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1", self.max_steps)
+        _require("train_layers", self.train_layers >= 0, ">= 0 (0 trains every layer)", self.train_layers)
+        _require("threads", self.threads is None or 1 <= self.threads <= MAX_THREADS,
+                 f"between 1 and {MAX_THREADS}", self.threads)
+        _require("seed", 0 <= self.seed <= MAX_SEED, f"between 0 and {MAX_SEED}", self.seed)
+        _require("targets", self.targets in TARGETS, f"one of {', '.join(TARGETS)}", self.targets)
         _require("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}", self.engine)
         _require("workers", self.workers is None or self.workers >= 1, ">= 1", self.workers)
         if self.engine != "ray" and (self.ray_address or self.workers):
@@ -73,6 +90,8 @@ class SelfTrainConfig:
         for name in ("lr", "head_lr"):
             _require(name, 0 < getattr(self, name) < 1, "in (0, 1)", getattr(self, name))
         _require("warmup", 0 <= self.warmup < 1, "in [0, 1)", self.warmup)
+        if self.pool_gold and not self.unlabeled:
+            raise XlcError("--pool-gold holds the true labels of an --unlabeled pool; pass --unlabeled too")
         files = {"train": self.train, "unlabeled": self.unlabeled, "dev": self.dev}
         given = [k for k, v in files.items() if v]
         if (given or self.test) and len(given) < 3:
@@ -110,7 +129,7 @@ class SelfTrainConfig:
         clean = dict(values)
         if "demo_langs" in clean:
             clean["demo_langs"] = tuple(clean["demo_langs"])
-        for name in ("train", "unlabeled", "dev", "test", "out"):
+        for name in ("train", "unlabeled", "dev", "test", "pool_gold", "out"):
             if clean.get(name) is not None:
                 clean[name] = str(clean[name])
         for name, value in clean.items():
@@ -121,9 +140,14 @@ class SelfTrainConfig:
     def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> SelfTrainConfig:
         """Read a TOML file; `overrides` (e.g. command-line flags) win over its values."""
         try:
-            values = tomllib.loads(Path(path).read_text())
+            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise XlcError(f"--config {path}: file not found") from None
+        except UnicodeDecodeError as exc:
+            raise XlcError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           f"save it as UTF-8") from None
+        except OSError as exc:
+            raise XlcError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise XlcError(f"--config {path}: not valid TOML: {exc}") from None
         return cls.from_mapping({**values, **(overrides or {})}, source=f"--config {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -48,8 +49,15 @@ def read_table(path: Path) -> pl.DataFrame:
     """Read a whole table file, turning parser failures into one-line errors."""
     try:
         return scan_table(path).collect()
-    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
-        raise XlcError(f"{path}: cannot be read as {table_format(Path(path))}: {first_line(exc)}") from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise read_error(path, exc) from exc
+
+
+def read_error(path: Path, exc: BaseException) -> XlcError:
+    """A one-line error for a table file its parser refused (broken CSV or JSON, invalid UTF-8, ...)."""
+    reason = "the file is empty" if isinstance(exc, pl.exceptions.NoDataError) else first_line(exc)
+    return XlcError(f"{path}: cannot be read as {table_format(Path(path))}: {reason}; fix the file or "
+                    f"export it again (UTF-8 text)")
 
 
 def require_columns(frame: pl.DataFrame | pl.LazyFrame, source: str, columns: Sequence[str]) -> None:
@@ -113,13 +121,15 @@ def _normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) 
     check_texts(frame, source, cols.text)
     exprs = [pl.col(cols.text).alias("text")]
     if cols.label in frame.columns:
-        if frame[cols.label].null_count():
-            row = frame.with_row_index("_r").filter(pl.col(cols.label).is_null())["_r"][0] + 1
-            raise XlcError(f"{source}: missing label in column {cols.label!r} (data row {row})")
-        exprs.append(pl.col(cols.label).cast(pl.String).alias("label"))
+        label = pl.col(cols.label)
+        missing = label.is_null() | (label.is_nan() if frame[cols.label].dtype.is_float() else False)
+        if labelled:  # a pool's labels are optional gold labels: missing ones only shrink the precision
+            _refuse_rows(frame, missing, f"{source}: missing label (null or NaN) in column {cols.label!r}")
+        exprs.append(pl.when(~missing).then(label.cast(pl.String)).alias("label"))
     exprs.append(pl.col(cols.lang).cast(pl.String).alias("lang") if cols.lang in frame.columns
                  else pl.lit(None, pl.String).alias("lang"))
     if cols.id:
+        _refuse_rows(frame, pl.col(cols.id).is_null(), f"{source}: missing id in column {cols.id!r}")
         exprs.insert(0, pl.col(cols.id).alias("id"))
     else:
         exprs.insert(0, pl.int_range(pl.len(), dtype=pl.Int64).alias("id"))
@@ -128,6 +138,15 @@ def _normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) 
     if len(dupes):
         raise XlcError(f"{source}: duplicate id {dupes[0]!r} in column {cols.id!r}; ids must be unique")
     return out
+
+
+def _refuse_rows(frame: pl.DataFrame, bad: pl.Expr, problem: str) -> None:
+    """Raise `problem` naming the first data rows (1-based) where `bad` holds."""
+    rows = frame.select(pl.arg_where(bad))[:, 0]
+    if len(rows):
+        shown = ", ".join(str(r + 1) for r in rows.head(5).to_list())
+        raise XlcError(f"{problem} (data row{'s' if len(rows) > 1 else ''} {shown}"
+                       f"{', ...' if len(rows) > 5 else ''}); fill or remove them")
 
 
 def check_classes(train: pl.DataFrame, others: dict[str, pl.DataFrame]) -> tuple[str, ...]:
@@ -148,9 +167,9 @@ def check_classes(train: pl.DataFrame, others: dict[str, pl.DataFrame]) -> tuple
 
 
 def load_files(
-    train: Path, unlabeled: Path, dev: Path, test: Path | None, cols: Columns
+    train: Path, unlabeled: Path, dev: Path, test: Path | None, cols: Columns, pool_gold: Path | None = None
 ) -> RunData:
-    """Read and check the user's files."""
+    """Read and check the user's files; `pool_gold` holds the pool's true labels (precision only)."""
     frames = {}
     for role, path, labelled in (("train", train, True), ("dev", dev, True), ("test", test, True),
                                  ("unlabeled", unlabeled, False)):
@@ -160,13 +179,51 @@ def load_files(
         if frame.height == 0:
             raise XlcError(f"--{role} {path}: the file has no rows")
         frames[role] = _normalise(frame, f"--{role} {path}", cols, labelled)
-    return _assemble(frames, {r: str(p) for r, p in
-                              (("dev", dev), ("test", test)) if p is not None})
+    run = _assemble(frames, {r: str(p) for r, p in
+                             (("dev", dev), ("test", test)) if p is not None})
+    if pool_gold is not None:
+        run = dataclasses.replace(run, pool_gold=read_pool_gold(Path(pool_gold), cols, frames["unlabeled"],
+                                                                run.classes))
+    return run
+
+
+def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Sequence[str]) -> pl.DataFrame:
+    """The pool's true labels from a file of their own: id (as in the pool) and label.
+
+    Without `--id-column` the pool's ids are its row numbers, so the file must then have one
+    row per pool row, in the same order. Missing labels are allowed (they only shrink the
+    precision's sample); unknown ids and classes are errors.
+    """
+    source = f"--pool-gold {path}"
+    frame = read_table(path)
+    require_columns(frame, source, [cols.label] + ([cols.id] if cols.id else []))
+    if cols.id:
+        ids = pl.col(cols.id)
+    elif frame.height == pool.height:
+        ids = pl.int_range(pl.len(), dtype=pl.Int64)
+    else:
+        raise XlcError(f"{source}: {frame.height} rows for a pool of {pool.height}; without --id-column the "
+                       f"file must have one row per pool row, in the pool's order (or pass --id-column)")
+    label = pl.col(cols.label)
+    missing = label.is_null() | (label.is_nan() if frame[cols.label].dtype.is_float() else False)
+    gold = frame.select(ids.alias("id"), pl.when(~missing).then(label.cast(pl.String)).alias("label"))
+    gold = gold.drop_nulls("label")
+    if gold["id"].dtype != pool["id"].dtype:
+        raise XlcError(f"{source}: ids of type {gold['id'].dtype}, the pool's are {pool['id'].dtype}")
+    if gold["id"].is_duplicated().any():
+        raise XlcError(f"{source}: duplicate id {gold.filter(pl.col('id').is_duplicated())['id'][0]!r}")
+    stray = gold.join(pool.select("id"), on="id", how="anti")
+    if stray.height:
+        raise XlcError(f"{source}: id {stray['id'][0]!r} is not in the pool; the file must use the pool's ids")
+    unknown = sorted(set(gold["label"].unique().to_list()) - set(classes))
+    if unknown:
+        raise XlcError(f"{source}: label(s) {unknown} do not occur in the training set (classes: {list(classes)})")
+    return gold
 
 
 def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str]) -> RunData:
     pool = frames["unlabeled"]
-    gold = pool.select("id", "label") if "label" in pool.columns else None
+    gold = pool.select("id", "label").drop_nulls("label") if "label" in pool.columns else None
     labelled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in frames}
     classes = check_classes(frames["train"], labelled)
     return RunData(

@@ -18,7 +18,8 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from xlc import data as data_mod
 from xlc import files, metrics, model, onnx, report, selectors
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.modeldir import max_positions
 from xlc.scoring import Scorer
 
 log = logging.getLogger("xlc")
@@ -37,6 +39,7 @@ Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called as work advances, e.g. ("round 1: train", 12, 40)."""
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 CRASH_ENV = "XLC_CRASH_AT"
 """Test seam: "PHASE:ROUND" (e.g. "export:1") SIGKILLs the process right after that commit."""
 
@@ -88,7 +91,7 @@ def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     cols = data_mod.Columns(config.text_column, config.label_column, config.id_column, config.lang_column)
     return data_mod.load_files(
         Path(config.train), Path(config.unlabeled), Path(config.dev),
-        Path(config.test) if config.test else None, cols,
+        Path(config.test) if config.test else None, cols, Path(config.pool_gold) if config.pool_gold else None,
     )
 
 
@@ -104,7 +107,8 @@ def fingerprint(config: SelfTrainConfig) -> dict:
     """What a resumed run must share with the interrupted one: settings, input bytes, model."""
     settings = {k: v for k, v in config.to_dict().items() if k != "out"}
     roles = {"demo": str(data_mod.demo_path())} if config.uses_demo else {
-        role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test") if getattr(config, role)}
+        role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
+        if getattr(config, role)}
     inputs = {role: _sha256(Path(path)) for role, path in roles.items()}
     base = Path(config.model)
     weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
@@ -112,34 +116,95 @@ def fingerprint(config: SelfTrainConfig) -> dict:
     return {"settings": settings, "inputs": inputs, "model": model_id}
 
 
-def prepare_out(out: Path, config: SelfTrainConfig, stamp: dict) -> bool:
-    """Create the output folder, or accept an unfinished run with the same fingerprint.
+def check_out(out: Path) -> dict | None:
+    """Refuse an output folder that xlc must not write into; writes nothing.
 
-    Returns True when resuming. A finished run, or one made with other settings, data or
-    model, is refused with what differs.
+    Returns the fingerprint of the unfinished run the folder holds, or None for a new run
+    (a missing or empty folder, or one xlc made). A file, a finished run and a folder with
+    files that xlc did not write are refused.
     """
     if out.exists() and not out.is_dir():
         raise XlcError(f"--out {out}: exists and is not a folder; choose another path")
     if (out / "report.json").exists():
         raise XlcError(f"--out {out}: already holds a finished run; choose another folder or delete it")
-    if (out / RUN_FILE).exists():
-        found = json.loads((out / RUN_FILE).read_text())
+    if (out / RUN_FILE).is_file():
+        try:
+            found = json.loads((out / RUN_FILE).read_text())
+        except (ValueError, UnicodeDecodeError):
+            found = None
+        if not (isinstance(found, dict) and {"settings", "inputs", "model"} <= set(found)):
+            raise XlcError(f"--out {out}: its {RUN_FILE} is not an xlc run's; choose another folder")
+        return found
+    if out.is_dir() and not files.is_marked(out) and any(out.iterdir()):
+        raise XlcError(f"--out {out}: a folder with files that xlc did not write (no {RUN_FILE}); "
+                       f"choose a new or empty folder")
+    return None
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[dict | None]:
+    """Claim the run folder `out` for this process; yields `check_out(out)`, taken under the lock.
+
+    Creates `out` with its marker and holds an OS lock on `out/.lock` (released when the
+    process ends, even when killed): a second process on the same folder is refused and
+    told the first one's pid. A folder this call created is removed again if the block
+    fails before writing anything into it.
+    """
+    check_out(out)  # before the first write
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not files.is_marked(out):
+            files.mark(out, "run")
+    except OSError as exc:
+        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); {files.advice(exc)}") from None
+    try:
+        with files.locked(out / LOCK_FILE, f"--out {out}"):
+            yield check_out(out)
+    finally:
+        if created and {p.name for p in out.iterdir()} <= {files.MARKER}:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def prepare_out(out: Path, config: SelfTrainConfig, stamp: dict) -> bool:
+    """Create the output folder, or accept an unfinished run with the same fingerprint.
+
+    Returns True when resuming. A finished run, a folder xlc did not write, or a run made
+    with other settings, data or model, is refused with what differs.
+    """
+    found = check_out(out)
+    if found is not None:
         differs = [f"{part} {key}" for part in ("settings", "inputs", "model")
                    for key in sorted(set(found.get(part, {})) | set(stamp[part]))
                    if found.get(part, {}).get(key) != stamp[part].get(key)]
         if differs:
-            raise XlcError(
-                f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
-                f"resume it with its own settings (xlc selftrain --resume {out}) or choose another folder"
-            )
+            given = {d.split(" ", 1)[1] for d in differs if d.startswith("settings ")}
+            changed = [d for d in differs if d.startswith("inputs ") and d.split(" ", 1)[1] not in given
+                       or d.startswith("model ") and "model" not in given]
+            fix = (f"{', '.join(changed)} changed on disk since it started, so it cannot be resumed: restore "
+                   f"them" if changed else f"resume it with its own settings (xlc selftrain --resume {out})")
+            raise XlcError(f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
+                           f"{fix}, or choose another folder")
         return True
+    check_max_length(config)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if not files.is_marked(out):
+            files.mark(out, "run")
         config.write_toml(out / "config.toml")
         files.write_json(out / RUN_FILE, stamp)
     except OSError as exc:
-        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); choose another folder") from None
+        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); {files.advice(exc)}") from None
     return False
+
+
+def check_max_length(config: SelfTrainConfig) -> None:
+    """Refuse a --max-length above the base encoder's position limit (before anything is trained)."""
+    base, _ = model.resolve_base(config.model)
+    limit = max_positions(base)
+    if limit is not None and config.max_length > limit:
+        raise XlcError(f"--max-length {config.max_length}: the model {config.model} reads at most {limit} "
+                       f"tokens; pass --max-length {limit} or less")
 
 
 def _crash_point(phase: str, rnd: int) -> None:
@@ -184,8 +249,9 @@ def selftrain(
     state = _replay(out, run_data)
     stop_reason = state.rounds[-1].get("stop_reason", "") if state.rounds else ""
     clf: model.Classifier | None = None
+    lower = Lower()
     while not stop_reason:
-        clf, stop_reason = _round(len(state.rounds), config, run_data, state, clf, out, progress)
+        clf, stop_reason = _round(len(state.rounds), config, run_data, state, clf, lower, out, progress)
 
     last = out / f"round-{len(state.rounds) - 1:02d}"
     _publish(last, out / "final")
@@ -203,7 +269,8 @@ def selftrain(
 
 
 def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
-           clf: model.Classifier | None, out: Path, progress: Progress) -> tuple[model.Classifier, str]:
+           clf: model.Classifier | None, lower: Lower, out: Path,
+           progress: Progress) -> tuple[model.Classifier, str]:
     """One round, reusing whatever of it was already committed; returns the model and stop reason."""
     round_dir = out / f"round-{rnd:02d}"
     round_dir.mkdir(exist_ok=True)
@@ -214,29 +281,24 @@ def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state:
     if (checkpoint / "train.json").is_file():
         clf = model.load(checkpoint)
     else:
-        if clf is None:  # resuming: continue from the previous round's weights
-            clf = (model.load(out / f"round-{rnd - 1:02d}" / "model") if rnd
-                   else model.from_base(config.model, classes))
+        if not config.warm_start or rnd == 0:  # --from-base: every round's student starts afresh
+            clf = model.from_base(config.model, classes)
+        elif clf is None:  # resuming: continue from the previous round's weights
+            clf = model.load(out / f"round-{rnd - 1:02d}" / "model")
         clock = model.timer()
-        index = {c: i for i, c in enumerate(classes)}
-        losses = model.fine_tune(
-            clf, state.labelled["text"].to_list(),
-            np.array([index[c] for c in state.labelled["label"].to_list()]),
-            model.TrainSettings(
-                epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
-                lr=config.lr, head_lr=config.head_lr, warmup=config.warmup,
-                freeze_embeddings=config.freeze_embeddings, seed=config.seed + rnd,
-            ),
-            on_step=lambda s, n, _loss: progress(f"round {rnd}: train", s, n),
-        )
+        trained = _train(rnd, config, run_data, state, clf, lower, progress)
         seconds = clock()
         with files.atomic_dir(checkpoint) as tmp:
             clf.save(tmp)
-            files.write_json(tmp / "train.json", {"losses": losses, "seconds": seconds})
+            files.write_json(tmp / "train.json", {
+                "losses": trained.losses, "steps": trained.steps, "epochs": trained.epochs,
+                "best_epoch": trained.best_epoch, "dev_accuracy": trained.dev_accuracy, "seconds": seconds,
+            })
         _crash_point("train", rnd)
-    trained = json.loads((checkpoint / "train.json").read_text())
-    record["train_loss"] = trained["losses"][-1]
-    timings = {"train": trained["seconds"]}
+    trained_facts = json.loads((checkpoint / "train.json").read_text())
+    record["train_loss"] = trained_facts["losses"][-1]
+    record["train"] = {k: trained_facts.get(k) for k in ("steps", "epochs", "best_epoch", "dev_accuracy")}
+    timings = {"train": trained_facts["seconds"]}
 
     clock = model.timer()
     if not (round_dir / "onnx" / onnx.ONNX_FILE).is_file():
@@ -281,6 +343,46 @@ def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state:
     return clf, stop_reason
 
 
+def _train(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
+           clf: model.Classifier, lower: Lower, progress: Progress) -> model.TrainResult:
+    """Fine-tune `clf` on the labelled set; with --select-epoch keep its best epoch on dev."""
+    index = {c: i for i, c in enumerate(run_data.classes)}
+    settings = model.TrainSettings(
+        epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
+        lr=config.lr, head_lr=config.head_lr, warmup=config.warmup,
+        freeze_embeddings=config.freeze_embeddings, seed=config.seed + rnd, max_steps=config.max_steps,
+        epoch_patience=config.epoch_patience, train_layers=config.train_layers,
+    )
+    dev = None
+    if config.select_epoch:
+        dev_labels = [index.get(c, -1) for c in run_data.dev["label"].to_list()]  # -1: a class never trained
+        dev = (run_data.dev["text"].to_list(), np.array(dev_labels))
+    labels = np.array([index[c] for c in state.labelled["label"].to_list()])
+    if config.targets == "soft":  # gold rows as one-hot, pseudo-labelled rows as the teacher's probabilities
+        labels = np.concatenate([np.eye(len(index), dtype=np.float32)[labels[: run_data.train.height]],
+                                 *(np.stack(p["probs"].to_list()).astype(np.float32) for p in state.pseudo)])
+    frozen = model.frozen_layers(clf, config.train_layers)
+    features = None
+    if frozen:  # the frozen layers' outputs, in the same groups on a resumed run: bit-identical
+        if lower.features is None:
+            lower.features = model.LowerLayers(clf, frozen, config.max_length)
+        features = lower.features
+        features.clf = clf
+        for group in (run_data.train, run_data.dev, *state.pseudo):
+            features.add(group["text"].to_list())
+    return model.fine_tune(
+        clf, state.labelled["text"].to_list(), labels, settings,
+        on_step=lambda s, n, _loss: progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
+    )
+
+
+@dataclass
+class Lower:
+    """The run's cache of frozen lower-layer outputs (see `model.LowerLayers`), made on first use."""
+
+    features: model.LowerLayers | None = None
+
+
 def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, classes: tuple[str, ...],
             round_dir: Path, timings: dict, progress: Progress) -> pl.DataFrame:
     """Score the pool and run the selector; both results are committed to `round_dir`."""
@@ -307,6 +409,7 @@ def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, 
         selected = chosen.select(
             "id", "text", "lang", "label", "confidence",
             pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),
+            *(["probs"] if config.targets == "soft" else []),  # the teacher's distribution, to train on
         )
         data_mod.write_parquet(selected, selected_file)
         _crash_point("select", rnd)
@@ -337,10 +440,10 @@ def _selection_facts(selected: pl.DataFrame | None, classes: tuple[str, ...],
 
 
 def _publish(round_dir: Path, target: Path) -> None:
-    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target`."""
-    with files.atomic_dir(target) as tmp:
+    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it)."""
+    with files.atomic_dir(target, "model") as tmp:
         for item in (round_dir / "model").iterdir():
-            if item.name != "train.json":
+            if item.name not in ("train.json", files.MARKER):
                 files.link_or_copy(item, tmp / item.name)
         files.link_or_copy(round_dir / "onnx" / onnx.ONNX_FILE, tmp / onnx.ONNX_FILE)
 
@@ -349,7 +452,8 @@ def _prune_checkpoints(out: Path, keep: set[int]) -> None:
     """Drop Hugging Face checkpoints of closed rounds that are neither best nor latest."""
     for checkpoint in out.glob("round-*/model"):
         rnd = int(checkpoint.parent.name.split("-")[1])
-        if rnd not in keep and (checkpoint.parent / "metrics.json").is_file():
+        if rnd not in keep and (checkpoint.parent / "metrics.json").is_file() and \
+                (files.is_marked(checkpoint) or (checkpoint / "train.json").is_file()):
             shutil.rmtree(checkpoint)
 
 

@@ -54,11 +54,35 @@ class MeanPoolClassifier(PreTrainedModel):
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+        return self.classify(hidden, attention_mask, labels)
+
+    def classify(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """Mean-pool the encoder's last hidden states over real tokens, then the head."""
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
+              labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """Run encoder layers `start`.. on hidden states from the layers below, then classify."""
+        extended = self.encoder.get_extended_attention_mask(attention_mask, attention_mask.shape)
+        for layer in encoder_layers(self.encoder)[start:]:
+            hidden = layer(hidden, attention_mask=extended)[0]
+        return self.classify(hidden, attention_mask, labels)
+
+
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer layer stack of a BERT-family encoder (BERT, XLM-R, RoBERTa, E5)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise XlcError(
+            f"--train-layers: the encoder ({type(encoder).__name__}) has no BERT-style layer stack; "
+            f"use --train-layers 0 to fine-tune all layers"
+        )
+    return layers
 
 
 def _encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
@@ -123,7 +147,9 @@ def from_base(model: str, classes: Sequence[str]) -> Classifier:
     config.num_labels = len(classes)
     config.id2label = dict(enumerate(classes))
     config.label2id = {c: i for i, c in enumerate(classes)}
-    encoder = AutoModel.from_pretrained(path, config=config, **_pooler_kwargs(config))
+    # eager attention, as `load` builds it: a resumed run must train the same kernels (sdpa and
+    # eager differ in the last bits, and on some CPUs that changed round 1 after a resume)
+    encoder = AutoModel.from_pretrained(path, config=config, attn_implementation="eager", **_pooler_kwargs(config))
     torch.manual_seed(0)
     model = MeanPoolClassifier(config, encoder).eval()
     return Classifier(model, load_tokenizer(path), tuple(classes), prefix)
@@ -153,6 +179,15 @@ def _default_device() -> str:
 class TrainSettings:
     """How one round is fine-tuned.
 
+    epochs: with dev data, the most epochs: the model is scored on dev after each epoch and
+    the best epoch's weights are kept (the paper's protocol); without, exactly this many.
+    max_steps: optimiser steps in all, overriding `epochs` (the data is cycled; the last
+    epoch may be partial): how the same-compute control is run.
+    epoch_patience: with dev data, stop after this many epochs without a better dev accuracy
+    (0: never stop early).
+    train_layers: 0 trains every layer; k trains only the top k encoder layers and the head.
+    The layers below are then frozen, so their output for a text never changes: it is
+    computed once (see `LowerLayers`) and every epoch runs only the top k layers.
     device: "auto" trains on CUDA when torch sees a GPU, else on the CPU; "cuda" asks for
     the GPU (and falls back to the CPU with one warning when there is none); "cpu" never
     uses a GPU. The default comes from $XLC_DEVICE, else "auto".
@@ -168,12 +203,26 @@ class TrainSettings:
     warmup: float = 0.1
     freeze_embeddings: bool = True
     seed: int = 0
+    max_steps: int | None = None
+    epoch_patience: int = 0
+    train_layers: int = 0
     device: str = field(default_factory=_default_device)
     mixed_precision: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise XlcError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (see $XLC_DEVICE)")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one round's fine-tuning did."""
+
+    losses: list[float]          # mean training loss per epoch
+    steps: int                   # optimiser steps taken (all epochs, also those after the best)
+    epochs: int                  # epochs trained
+    best_epoch: int              # the epoch whose weights were kept (1-based)
+    dev_accuracy: list[float] = field(default_factory=list)  # after each epoch, when dev data was given
 
 
 def training_device(requested: str) -> torch.device:
@@ -204,42 +253,112 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def frozen_layers(clf: Classifier, train_layers: int) -> int:
+    """How many lower encoder layers `train_layers` leaves frozen (0 when all train)."""
+    if train_layers <= 0:
+        return 0
+    return max(0, len(encoder_layers(clf.model.encoder)) - train_layers)
+
+
+class LowerLayers:
+    """The output of a classifier's frozen lower layers, computed once per text.
+
+    When only the top layers train, the embeddings and the layers below them give the same
+    output for a text in every epoch and round, so each text goes through them once. Texts
+    come in groups (the labelled set, then each round's pseudo-labels); a group is encoded in
+    a fixed order and batching, so a resumed run that adds the same groups gets bit-identical
+    features.
+    """
+
+    def __init__(self, clf: Classifier, layers: int, max_length: int, batch_size: int = 64) -> None:
+        self.clf, self.layers, self.max_length, self.batch_size = clf, layers, max_length, batch_size
+        self.features: dict[str, torch.Tensor] = {}
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Encode the texts not seen before (no gradient, dropout off)."""
+        new = sorted(set(texts) - self.features.keys())
+        if not new:
+            return
+        tok = self.clf.tokenizer
+        ids = tok([self.clf.text_prefix + t for t in new], truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(new)), key=lambda i: len(ids[i]))
+        encoder = self.clf.model.encoder
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch, mask = pad_batch([ids[i] for i in rows], tok.pad_token_id)
+                hidden = encoder.embeddings(input_ids=batch)
+                extended = encoder.get_extended_attention_mask(mask, mask.shape)
+                for layer in encoder_layers(encoder)[: self.layers]:
+                    hidden = layer(hidden, attention_mask=extended)[0]
+                for row, i in enumerate(rows):
+                    self.features[new[i]] = hidden[row, : len(ids[i])].clone()
+        encoder.train(was_training)
+
+    def batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (zero-padded to the longest text) and the attention mask."""
+        feats = [self.features[t] for t in texts]
+        width = max(f.shape[0] for f in feats)
+        hidden = torch.zeros((len(feats), width, feats[0].shape[1]), dtype=feats[0].dtype)
+        mask = torch.zeros((len(feats), width), dtype=torch.long)
+        for row, f in enumerate(feats):
+            hidden[row, : f.shape[0]] = f
+            mask[row, : f.shape[0]] = 1
+        return hidden, mask
+
+
 def fine_tune(
     clf: Classifier,
     texts: Sequence[str],
     labels: np.ndarray,
     settings: TrainSettings,
     on_step: Callable[[int, int, float], None] | None = None,
-) -> list[float]:
-    """Fine-tune in place for `settings.epochs` epochs; return the mean loss per epoch.
+    dev: tuple[Sequence[str], np.ndarray] | None = None,
+    lower: LowerLayers | None = None,
+) -> TrainResult:
+    """Fine-tune in place; with `dev` (texts, label indices) keep the best epoch on it.
+
+    `labels` holds a class index per text, or (2-D) a probability per text and class: soft
+    targets such as a teacher model's, trained with cross-entropy against the distribution.
 
     AdamW with separate learning rates for encoder and head, linear warm-up then decay,
-    dynamic padding per batch. `on_step(step, total, loss)` reports progress. On a GPU
-    (see `TrainSettings.device`) the model trains there with mixed precision and is moved
-    back to the CPU afterwards, so export and saving see the same model as on a CPU run.
+    dynamic padding per batch. `on_step(step, total, loss)` reports progress. With
+    `settings.train_layers`, only the top layers train, on features from `lower` (made here
+    when not given; pass one to reuse it across rounds). On a GPU (see
+    `TrainSettings.device`) the model trains there with mixed precision and is moved back to
+    the CPU afterwards, so export and saving see the same model as on a CPU run.
     """
     if len(texts) == 0:
         raise XlcError("the labelled training set is empty; pass a --train file with rows")
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    device = training_device(settings.device)
+    frozen = frozen_layers(clf, settings.train_layers)
+    if frozen:
+        lower = lower or LowerLayers(clf, frozen, settings.max_length)
+        lower.add(texts)
+        if dev is not None:
+            lower.add(dev[0])
+        device = torch.device("cpu")  # cached features are CPU tensors; the top layers are cheap
+    else:
+        lower = None
+        device = training_device(settings.device)
     amp_dtype = _amp_dtype(device, settings.mixed_precision)
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     model = clf.model
     model.to(device)
-    model.train()
-    embeddings = model.encoder.get_input_embeddings()
-    embeddings.weight.requires_grad_(not settings.freeze_embeddings)
+    trainable = _set_trainable(model, settings, frozen)
     head = list(model.classifier.parameters())
     head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    body = [p for p in trainable if id(p) not in head_ids]
     optimizer = torch.optim.AdamW(
         [{"params": body, "lr": settings.lr}, {"params": head, "lr": settings.head_lr}],
         weight_decay=0.01,
     )
     steps_per_epoch = math.ceil(len(texts) / settings.batch_size)
-    total = steps_per_epoch * settings.epochs
+    total = settings.max_steps or steps_per_epoch * settings.epochs
     warm = max(1, int(total * settings.warmup))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
@@ -247,21 +366,31 @@ def fine_tune(
     encoded = clf.tokenizer(
         [clf.text_prefix + t for t in texts], truncation=True, max_length=settings.max_length
     )["input_ids"]
-    target = torch.as_tensor(labels, dtype=torch.long)
+    soft = np.ndim(labels) == 2  # class probabilities (a teacher's), not class indices
+    target = torch.as_tensor(labels, dtype=torch.float32 if soft else torch.long)
     pad = clf.tokenizer.pad_token_id
-    losses, step = [], 0
+    losses: list[float] = []
+    dev_accuracy: list[float] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     lengths = [len(ids) for ids in encoded]
-    for _ in range(settings.epochs):
-        epoch_loss = 0.0
+    step = 0
+    while step < total:
+        model.train()
+        epoch_loss, seen = 0.0, 0
         for idx in length_grouped_batches(lengths, settings.batch_size, generator):
-            ids, mask = pad_batch([encoded[i] for i in idx], pad)
-            if device.type != "cpu":
-                ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            if step == total:
+                break
             with _autocast(device, amp_dtype):
-                out = model(input_ids=ids, attention_mask=mask, labels=target[idx].to(device))
+                if lower is not None:
+                    hidden, mask = lower.batch([texts[i] for i in idx])
+                    out = model.upper(hidden, mask, frozen, labels=target[idx])
+                else:
+                    ids, mask = pad_batch([encoded[i] for i in idx], pad)
+                    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+                    out = model(input_ids=ids, attention_mask=mask, labels=target[idx].to(device))
             scaler.scale(out.loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
@@ -269,14 +398,66 @@ def fine_tune(
             step += 1
             loss = out.loss.item()
             epoch_loss += loss * len(idx)
+            seen += len(idx)
             if on_step:
                 on_step(step, total, loss)
-        losses.append(epoch_loss / len(texts))
+        losses.append(epoch_loss / max(1, seen))
+        if dev is not None:
+            accuracy = float(np.mean(predict(clf, dev[0], settings.max_length, lower, frozen, device).argmax(1)
+                                     == np.asarray(dev[1])))
+            dev_accuracy.append(accuracy)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, len(losses), {n: p.detach().clone() for n, p in model.named_parameters()
+                                                if p.requires_grad})
+            elif settings.epoch_patience and len(losses) - best[1] >= settings.epoch_patience:
+                break
+    if best is not None and best[1] != len(losses):
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, value in best[2].items():
+                params[name].copy_(value)
     model.eval()
     if device.type != "cpu":
         model.to("cpu")
         torch.cuda.empty_cache()
-    return losses
+    return TrainResult(losses, step, len(losses), best[1] if best else len(losses), dev_accuracy)
+
+
+def _set_trainable(model: MeanPoolClassifier, settings: TrainSettings, frozen: int) -> list[nn.Parameter]:
+    """Mark what trains this round (embeddings and the lower `frozen` layers do not)."""
+    model.requires_grad_(True)
+    model.encoder.get_input_embeddings().weight.requires_grad_(not settings.freeze_embeddings)
+    if frozen:
+        model.encoder.embeddings.requires_grad_(False)
+        for layer in encoder_layers(model.encoder)[:frozen]:
+            layer.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def predict(clf: Classifier, texts: Sequence[str], max_length: int, lower: LowerLayers | None = None,
+            frozen: int = 0, device: torch.device | None = None, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities from the PyTorch model (eval mode), rows in `texts` order."""
+    model = clf.model
+    was_training = model.training
+    model.eval()
+    device = device or torch.device("cpu")
+    if lower is None:
+        encoded = clf.tokenizer([clf.text_prefix + t for t in texts], truncation=True,
+                                max_length=max_length)["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            if lower is not None:
+                hidden, mask = lower.batch([texts[i] for i in rows])
+                logits = model.upper(hidden, mask, frozen).logits
+            else:
+                ids, mask = pad_batch([encoded[i] for i in rows], clf.tokenizer.pad_token_id)
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return probs
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

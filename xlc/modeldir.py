@@ -19,10 +19,38 @@ def write_meta(path: Path, classes: Sequence[str], text_prefix: str) -> None:
 
 
 def read_meta(path: Path) -> dict:
+    """The folder's xlc.json, checked: a list of at least two distinct class names and a text prefix."""
     meta = path / META_FILE
     if not meta.is_file():
         raise XlcError(f"{path} holds no xlc model ({META_FILE} missing); pass a folder written by xlc")
-    return json.loads(meta.read_text())
+    try:
+        found = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise XlcError(f"{meta}: not valid JSON ({exc}); the model folder is damaged: export it again") from None
+    classes = found.get("classes") if isinstance(found, dict) else None
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise XlcError(f"{meta}: 'classes' must list at least two class names; the model folder is damaged: "
+                       f"export it again")
+    if len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        raise XlcError(f"{meta}: class name(s) {twice} occur twice; the model folder is damaged: export it again")
+    if not isinstance(found.get("text_prefix", ""), str):
+        raise XlcError(f"{meta}: 'text_prefix' must be a string; the model folder is damaged: export it again")
+    return found
+
+
+def max_positions(path: Path) -> int | None:
+    """The most tokens the model in `path` reads (from its config.json), or None when it does not say."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    limit = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 2:
+        return None
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):  # positions start after padding
+        limit -= int(config.get("pad_token_id") or 1) + 1
+    return limit
 
 
 class FastTokenizer:
@@ -34,13 +62,20 @@ class FastTokenizer:
         file = path / "tokenizer.json"
         if not file.is_file():
             raise XlcError(f"{file} not found; the model folder needs a fast tokenizer (tokenizer.json)")
-        self.backend = Tokenizer.from_file(str(file))
+        try:
+            self.backend = Tokenizer.from_file(str(file))
+        except Exception as exc:  # the tokenizers library raises its own, untyped errors
+            raise XlcError(f"{file}: not a tokenizer the tokenizers library can read ({exc}); the model "
+                           f"folder is damaged: export it again") from None
         self.backend.no_padding()
         self.pad_token_id = self._pad_id(path)
 
     def _pad_id(self, path: Path) -> int:
         special = path / "special_tokens_map.json"
-        token = json.loads(special.read_text()).get("pad_token") if special.is_file() else None
+        try:
+            token = json.loads(special.read_text(encoding="utf-8")).get("pad_token") if special.is_file() else None
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            raise XlcError(f"{special}: not valid ({exc}); the model folder is damaged: export it again") from None
         if isinstance(token, dict):
             token = token.get("content")
         found = self.backend.token_to_id(token) if token else None

@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xlc.errors import XlcError
+from xlc import files
+from xlc.errors import XlcError, first_line
 from xlc.files import atomic_dir
 from xlc.modeldir import write_meta
 
@@ -19,11 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+INT8_LOCK = ".int8.lock"
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 
 
-def export(clf: Classifier, out: Path) -> Path:
-    """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder."""
+def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False) -> Path:
+    """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder.
+
+    An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
+    (`files.check_replaceable`).
+    """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
 
@@ -36,7 +42,8 @@ def export(clf: Classifier, out: Path) -> Path:
     except (KeyError, ValueError) as exc:
         raise XlcError(f"Optimum cannot export encoders of type {config.model_type!r}: {exc}") from exc
     clf.model.eval()
-    with atomic_dir(out) as tmp, warnings.catch_warnings():
+    with atomic_dir(out, kind, "--out" if kind == "export" else "", overwrite) as tmp, \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
         onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
         config.save_pretrained(tmp)
@@ -52,24 +59,43 @@ def optimize(model_dir: Path, level: str) -> None:
     if level not in OPTIMIZE_LEVELS:
         raise XlcError(f"--optimize {level!r}: choose one of {', '.join(OPTIMIZE_LEVELS)}")
     optimizer = ORTOptimizer.from_pretrained(model_dir, file_names=[ONNX_FILE])
-    with atomic_dir(model_dir.with_name(model_dir.name + "-optimized")) as tmp:
+    scratch = model_dir.with_name(model_dir.name + "-optimized")
+    with atomic_dir(scratch, "scratch") as tmp:
         optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
         optimized = next(tmp.glob("*.onnx"))
         os.replace(optimized, model_dir / ONNX_FILE)
-    shutil.rmtree(model_dir.with_name(model_dir.name + "-optimized"), ignore_errors=True)
+    if files.is_marked(scratch):
+        shutil.rmtree(scratch)
 
 
 def quantize_int8(model_dir: Path) -> Path:
-    """Write model.int8.onnx beside model.onnx: dynamic int8 weights for MatMul and Gather."""
+    """Write model.int8.onnx beside model.onnx: dynamic int8 weights for MatMul and Gather.
+
+    Under a lock on the folder: a second process waits for the first and uses its file.
+    """
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = model_dir / INT8_FILE
     tmp = model_dir / f".{INT8_FILE}.tmp"
-    from onnx import TensorProto
-
-    quantize_dynamic(model_dir / ONNX_FILE, tmp, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fused graphs too
-    os.replace(tmp, target)
+    try:
+        with files.locked(model_dir / INT8_LOCK, f"{model_dir} (int8 quantisation)", wait=True):
+            if target.is_file():  # written by the process we waited for
+                return target
+            try:
+                quantize_dynamic(model_dir / ONNX_FILE, tmp, weight_type=QuantType.QInt8,
+                                 extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fused graphs too
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                if files.is_io_error(exc):
+                    raise files.write_error(target, exc) from None
+                raise XlcError(f"{model_dir / ONNX_FILE}: cannot be quantised to int8 ({first_line(exc)}); "
+                               f"the model folder is damaged: export it again") from None
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise XlcError(f"{model_dir}: cannot write {INT8_FILE} there ({exc.strerror or exc}); "
+                       f"{files.advice(exc)}, e.g. `xlc export --int8 --out NEW` from the run folder, "
+                       f"or score without --int8") from None
     return target
 
 
@@ -98,7 +124,10 @@ def session(model_dir: Path, threads: int | None = None, provider: str = "cpu", 
     if not path.is_file():
         raise XlcError(f"{path} not found; export the model first with `xlc export`")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    if threads and threads > cores:  # ORT's spinning threads would crawl on fewer cores
+        log.warning("--threads %d: this machine has %d CPU core(s); ONNX Runtime uses %d", threads, cores, cores)
+    options.intra_op_num_threads = min(threads or cores, cores)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -111,4 +140,8 @@ def session(model_dir: Path, threads: int | None = None, provider: str = "cpu", 
         providers.insert(0, "CUDAExecutionProvider")
     elif provider not in ("cpu", "auto", "cuda"):
         raise XlcError(f"--provider {provider!r}: choose cpu, cuda or auto")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT's own exception types: truncated file, bad graph, refused external data
+        raise XlcError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); the model folder is "
+                       f"damaged or incomplete: export it again") from None

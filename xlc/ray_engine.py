@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx
+from xlc import data, files, onnx, scoring
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
 from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, check_resumable, predictions
@@ -338,6 +338,7 @@ def prepare_output(job: ScoreJob, wanted: dict) -> Path:
             return out
     out.mkdir(parents=True, exist_ok=True)
     files.write_json(manifest, wanted)
+    files.mark(out, "ray score output")
     return out
 
 
@@ -356,14 +357,21 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     sources = plan_sources(job, paths)  # bad input fails before the slow quantisation
     if job.int8 and not (model_dir / onnx.INT8_FILE).is_file():
         onnx.quantize_int8(model_dir)  # once, here, rather than racing in every actor
-    out = prepare_output(job, fingerprint(job, model_dir, paths))
-    done = finished_parts(out)
-    resumed = sum(len(v) for v in done.values())
-    todo = [s for s in sources if _missing(done.get(s.index, []), s.rows) > 0]
-    if todo:
-        with connected(options) as ray:
-            _run(ray, job, options, model_dir, todo, done, out)
-    return _finish(job, out, sources, resumed, start)
+    output = Path(job.output)
+    with ExitStack() as stack:
+        try:  # `.OUTPUT.lock` beside the output folder: one process at a time writes it
+            output.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(files.locked(scoring.lock_file(output), f"--output {output}"))
+        except OSError as exc:
+            raise files.write_error(output, exc) from None
+        out = prepare_output(job, fingerprint(job, model_dir, paths))
+        done = finished_parts(out)
+        resumed = sum(len(v) for v in done.values())
+        todo = [s for s in sources if _missing(done.get(s.index, []), s.rows) > 0]
+        if todo:
+            with connected(options) as ray:
+                _run(ray, job, options, model_dir, todo, done, out)
+        return _finish(job, out, sources, resumed, start)
 
 
 def _run(ray: Any, job: ScoreJob, options: RayOptions, model_dir: Path, todo: list[Source],

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import numpy as np
 import polars as pl
 
 from xlc import data, files, onnx
+from xlc.config import MAX_THREADS
 from xlc.errors import XlcError
-from xlc.modeldir import FastTokenizer, read_meta
+from xlc.modeldir import META_FILE, FastTokenizer, max_positions, read_meta
 
 ProgressFn = Callable[[int, int], None]
 
@@ -27,18 +29,28 @@ class Scorer:
     tokenizer: FastTokenizer
     classes: tuple[str, ...]
     text_prefix: str = ""
+    max_positions: int | None = None
+    """The most tokens the model reads (its position embeddings); None when unknown."""
 
     @classmethod
     def open(cls, model_dir: Path, threads: int | None = None, provider: str = "cpu",
              int8: bool = False) -> Scorer:
         model_dir = Path(model_dir)
         meta = read_meta(model_dir)
-        return cls(
-            onnx.session(model_dir, threads=threads, provider=provider, int8=int8),
-            FastTokenizer(model_dir),
-            tuple(meta["classes"]),
-            meta.get("text_prefix", ""),
-        )
+        session = onnx.session(model_dir, threads=threads, provider=provider, int8=int8)
+        width = session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(meta["classes"]):
+            raise XlcError(f"{model_dir}: the model outputs {width} scores per text but {META_FILE} names "
+                           f"{len(meta['classes'])} classes; the model folder is damaged: export it again")
+        return cls(session, FastTokenizer(model_dir), tuple(meta["classes"]), meta.get("text_prefix", ""),
+                   max_positions(model_dir))
+
+    def check_max_length(self, max_length: int) -> None:
+        """Refuse a --max-length the model cannot read (above its position embeddings)."""
+        limit = self.max_positions or 1_000_000
+        if not 2 <= max_length <= limit:
+            raise XlcError(f"--max-length {max_length}: this model reads between 2 and {limit} tokens per text; "
+                           f"pass --max-length {min(max(max_length, 2), limit)}")
 
     def probabilities(
         self,
@@ -54,6 +66,9 @@ class Scorer:
         padded only to its own longest text; the original order is restored at the end.
         `bucket=False` batches in input order instead (for comparison only).
         """
+        self.check_max_length(max_length)
+        if batch_size < 1:
+            raise XlcError(f"batch_size must be >= 1, got {batch_size}")
         out = np.empty((len(texts), len(self.classes)), dtype=np.float32)
         if not len(texts):
             return out
@@ -74,6 +89,9 @@ class Scorer:
             if "token_type_ids" in wants:
                 feed["token_type_ids"] = np.zeros_like(batch)
             logits = self.session.run(None, feed)[0]
+            if logits.shape[-1] != len(self.classes):
+                raise XlcError(f"the model outputs {logits.shape[-1]} scores per text for {len(self.classes)} "
+                               f"classes; the model folder is damaged: export it again")
             out[rows] = softmax(logits)
             if progress:
                 progress(min(start + batch_size, len(order)), len(order))
@@ -109,6 +127,11 @@ def predictions(probs: np.ndarray, classes: Sequence[str]) -> list[pl.Series]:
     ]
 
 
+MAX_CHUNK = 10_000_000
+"""The most rows per part of `xlc score` (a part is held in memory)."""
+MAX_BATCH = 1_000_000
+
+
 @dataclass(frozen=True)
 class ScoreJob:
     """`xlc score`: a model, an input table and where the scores go."""
@@ -125,6 +148,13 @@ class ScoreJob:
     provider: str = "cpu"
     chunk_size: int = 20_000
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for option, value, low, high in (("--batch-size", self.batch_size, 1, MAX_BATCH),
+                                         ("--chunk-size", self.chunk_size, 1, MAX_CHUNK),
+                                         ("--threads", self.threads, 1, MAX_THREADS)):
+            if value is not None and not low <= value <= high:
+                raise XlcError(f"{option} must be between {low} and {high}, got {value}")
 
     def fingerprint(self, model_dir: Path) -> dict:
         """What must match for finished parts to be reused by a re-run."""
@@ -168,21 +198,27 @@ def exact_chunks(frame: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
         yield pl.concat(pending)
 
 
-def _source(job: ScoreJob) -> pl.LazyFrame:
+def _source(job: ScoreJob) -> tuple[pl.LazyFrame, int]:
+    """The input as id and text columns, checked, and its row count; a broken file is a one-line error."""
     scan = data.scan_table(job.input)
     where = f"--input {job.input}"
-    data.require_columns(scan, where, [job.text_column] + ([job.id_column] if job.id_column else []))
-    if scan.collect_schema()[job.text_column] != pl.String:
-        raise XlcError(f"{where}: column {job.text_column!r} does not hold text; pick it with --text-column")
-    if job.id_column:
-        frame = scan.select(pl.col(job.id_column).alias("id"), pl.col(job.text_column).alias("text"))
-        counts = frame.select(pl.len().alias("rows"), pl.col("id").n_unique().alias("unique"),
-                              pl.col("id").null_count().alias("nulls")).collect().row(0)
-        if counts[0] != counts[1] or counts[2]:
-            raise XlcError(f"{where}: column {job.id_column!r} has duplicate or missing ids; ids must be unique")
-        return frame
-    return scan.select(pl.col(job.text_column).alias("text")).with_row_index("id").with_columns(
-        pl.col("id").cast(pl.Int64))
+    try:
+        data.require_columns(scan, where, [job.text_column] + ([job.id_column] if job.id_column else []))
+        if scan.collect_schema()[job.text_column] not in (pl.String, pl.Null):
+            raise XlcError(f"{where}: column {job.text_column!r} does not hold text; pick it with --text-column")
+        text = pl.col(job.text_column).cast(pl.String).alias("text")
+        if job.id_column:
+            frame = scan.select(pl.col(job.id_column).alias("id"), text)
+            counts = frame.select(pl.len().alias("rows"), pl.col("id").n_unique().alias("unique"),
+                                  pl.col("id").null_count().alias("nulls")).collect().row(0)
+            if counts[0] != counts[1] or counts[2]:
+                raise XlcError(f"{where}: column {job.id_column!r} has duplicate or missing ids; "
+                               f"ids must be unique")
+            return frame, counts[0]
+        frame = scan.select(text).with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
+        return frame, frame.select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError as exc:
+        raise data.read_error(job.input, exc) from None
 
 
 def _score_chunk(scorer: Scorer, chunk: pl.DataFrame, job: ScoreJob,
@@ -201,7 +237,7 @@ def _score_chunk(scorer: Scorer, chunk: pl.DataFrame, job: ScoreJob,
     confidence[valid] = probs[valid].max(axis=1)
     return pl.DataFrame([
         chunk["id"],
-        pl.Series("label", labels, dtype=pl.String),
+        pl.Series("label", labels.tolist(), dtype=pl.String),
         pl.Series("confidence", confidence).fill_nan(None),
         *(pl.Series(f"p_{name}", probs[:, i]).fill_nan(None) for i, name in enumerate(scorer.classes)),
     ])
@@ -213,40 +249,65 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     Each chunk of `chunk_size` rows is written atomically to `OUTPUT.parts/`; a re-run
     with the same model, input and options skips finished parts. At the end the parts
     are streamed into OUTPUT (temp file + rename) and the parts folder is removed.
+    While it runs, `.OUTPUT.lock` beside the output keeps a second process off it.
+    An input without rows gives an output without rows (and no parts folder).
     """
     start = time.perf_counter()
     model_dir = onnx.find_model(Path(job.model))
-    scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
-    source = _source(job)
-    total = source.select(pl.len()).collect().item()
-    parts = _prepare_parts(job, model_dir)
-    done, resumed = 0, 0
-    for k, chunk in enumerate(exact_chunks(source, job.chunk_size)):
-        part = parts / f"part-{k:06d}.parquet"
-        if part.exists():
-            resumed += 1
-        else:
-            scored = _score_chunk(scorer, chunk, job,
-                                  lambda d, base=done: progress(base + d, total) if progress else None)
-            data.write_parquet(scored, part)
-        done += chunk.height
-        if progress:
-            progress(done, total)
-    all_parts = pl.scan_parquet(parts / "part-*.parquet")
-    per_class = dict(all_parts.group_by("label").len().drop_nulls().sort("label").collect().iter_rows())
-    empty = all_parts.select(pl.col("label").null_count()).collect().item() if done else 0
+    source, total = _source(job)  # bad input fails before the model is opened (or quantised)
+    with ExitStack() as stack:
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(files.locked(lock_file(job.output), f"--output {job.output}"))
+        except OSError as exc:
+            raise files.write_error(job.output, exc) from None
+        scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
+        scorer.check_max_length(job.max_length)
+        if not total:
+            _check_output(job)
+            empty = pl.DataFrame(schema={"id": source.collect_schema()["id"], "label": pl.String,
+                                         "confidence": pl.Float32,
+                                         **{f"p_{name}": pl.Float32 for name in scorer.classes}})
+            _commit_output(job, lambda tmp: empty.write_parquet(tmp))
+            return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
+        parts = _prepare_parts(job, model_dir)
+        done, resumed = 0, 0
+        try:
+            for k, chunk in enumerate(exact_chunks(source, job.chunk_size)):
+                part = parts / f"part-{k:06d}.parquet"
+                if part.exists():
+                    resumed += 1
+                else:
+                    scored = _score_chunk(scorer, chunk, job,
+                                          lambda d, base=done: progress(base + d, total) if progress else None)
+                    data.write_parquet(scored, part)
+                done += chunk.height
+                if progress:
+                    progress(done, total)
+        except pl.exceptions.PolarsError as exc:  # a broken row further in the file
+            raise data.read_error(job.input, exc) from None
+        all_parts = pl.scan_parquet(parts / "part-*.parquet")
+        per_class = dict(all_parts.group_by("label").len().drop_nulls().sort("label").collect().iter_rows())
+        empty_texts = all_parts.select(pl.col("label").null_count()).collect().item()
+        _commit_output(job, all_parts.sink_parquet)
+        shutil.rmtree(parts)
+    return ScoreSummary(done, time.perf_counter() - start, per_class, empty_texts, resumed, job.output)
+
+
+def lock_file(output: Path) -> Path:
+    """The lock file beside a score output: held while a process writes that output."""
+    return output.with_name(f".{output.name}.lock")
+
+
+def _commit_output(job: ScoreJob, write: Callable[[Path], object]) -> None:
+    """`write` the output to a temp file beside it, then rename it into place."""
     tmp = job.output.with_name(f".{job.output.name}.tmp")
     try:
-        if done:
-            all_parts.sink_parquet(tmp)
-        else:  # an empty input still gets an (empty) output with the right columns
-            pl.DataFrame(schema={"id": pl.Int64, "label": pl.String, "confidence": pl.Float32}).write_parquet(tmp)
+        write(tmp)
         files.commit(tmp, job.output)
     except (OSError, pl.exceptions.PolarsError) as exc:
         tmp.unlink(missing_ok=True)
         raise files.write_error(job.output, exc) from None
-    shutil.rmtree(parts)
-    return ScoreSummary(done, time.perf_counter() - start, per_class, empty, resumed, job.output)
 
 
 def check_resumable(manifest: Path, wanted: dict[str, object], where: Path) -> None:
@@ -261,18 +322,32 @@ def check_resumable(manifest: Path, wanted: dict[str, object], where: Path) -> N
         )
 
 
+def _check_output(job: ScoreJob) -> None:
+    if job.output.exists() and not job.overwrite:
+        raise XlcError(f"--output {job.output} exists; pass --overwrite to replace it")
+    if job.output.is_dir():
+        raise XlcError(f"--output {job.output} is a folder; name a *.parquet file")
+    if job.output.suffix.lower() not in (".parquet", ".pq"):
+        raise XlcError(f"--output {job.output}: scores are written as Parquet; name it *.parquet")
+
+
 def _prepare_parts(job: ScoreJob, model_dir: Path) -> Path:
+    """The marked parts folder: resumed when its manifest matches, else made afresh."""
     parts = job.output.with_name(job.output.name + ".parts")
     manifest = parts / "manifest.json"
     wanted = json.loads(json.dumps(job.fingerprint(model_dir)))
     if parts.is_dir() and manifest.is_file() and not job.overwrite:
         check_resumable(manifest, wanted, parts)
         return parts
-    if job.output.exists() and not job.overwrite:
-        raise XlcError(f"--output {job.output} exists; pass --overwrite to replace it")
-    if job.output.suffix.lower() not in (".parquet", ".pq"):
-        raise XlcError(f"--output {job.output}: scores are written as Parquet; name it *.parquet")
-    shutil.rmtree(parts, ignore_errors=True)
-    parts.mkdir(parents=True)
-    files.write_json(manifest, wanted)
+    _check_output(job)
+    if parts.exists() and not (parts.is_dir() and (files.is_marked(parts) or manifest.is_file())):
+        raise XlcError(f"{parts}: is in the way of the parts of --output {job.output} and was not written by "
+                       f"xlc; move it or choose another output name")
+    try:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        files.mark(parts, "score parts")
+        files.write_json(manifest, wanted)
+    except OSError as exc:
+        raise files.write_error(parts, exc) from None
     return parts

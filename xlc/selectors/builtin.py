@@ -1,4 +1,4 @@
-"""The three selectors of Dong & de Melo (2019), registered like any third-party plugin."""
+"""The three selectors of Dong & de Melo (2019), and `pool`, registered like any third-party plugin."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def thresholded(pool: pl.DataFrame, options: Mapping[str, Any], context: Selecti
     return by_confidence(pool).filter(pl.col("confidence") >= options["threshold"])
 
 
+def take_all(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    return by_confidence(pool)
+
+
 def _at_least_one(value: int) -> bool:
     return value >= 1
 
@@ -50,6 +54,11 @@ BUILTINS = (
         "thresholded", thresholded,
         "every text whose confidence is at least threshold",
         (Option("threshold", float, 0.9, "minimum confidence", _probability, "in (0, 1]"),),
+    ),
+    Selector(
+        "pool", take_all,
+        "the whole pool, each text with its predicted class (with --targets soft: self-distillation)",
+        (),
     ),
 )
 

@@ -253,7 +253,12 @@ def _convert(selector: Selector, option: Option, value: Any) -> Any:
         raise XlcError(
             f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, got {value!r}"
         )
-    if option.check is not None and not option.check(value):
+    try:
+        valid = option.check is None or bool(option.check(value))
+    except Exception as exc:  # a plugin's check that crashes is the plugin's bug: name it
+        raise XlcError(f"selector {selector.name!r}: the check of option {option.name} failed on {value!r} "
+                       f"({type(exc).__name__}: {exc}); fix the plugin or pass another value") from None
+    if not valid:
         raise XlcError(
             f"selector {selector.name!r}: option {option.name} must be {option.requirement or 'valid'}, "
             f"got {value!r}"
