@@ -181,6 +181,7 @@ class Splits:
     dev: pl.DataFrame
     test: pl.DataFrame
     classes: tuple[str, ...]
+    english: pl.DataFrame | None = None  # held-out English labelled texts: the source side of the transfer gap
 
     @property
     def langs(self) -> list[str]:
@@ -189,7 +190,7 @@ class Splits:
     def only(self, lang: str) -> Splits:
         keep = pl.col("lang") == lang
         return Splits(self.train, self.pool.filter(keep), self.dev.filter(keep), self.test.filter(keep),
-                      self.classes)
+                      self.classes, self.english)
 
 
 def _slice(frame: pl.DataFrame, per_lang: int | None, seed: int = 0) -> pl.DataFrame:
@@ -211,36 +212,40 @@ def load_splits(spec: DataSpec, data_dir: Path) -> Splits:
         parts = {"train": source.filter(pl.col("split") == "train"),
                  "pool": target.filter(pl.col("split") == "train"),
                  "dev": target.filter(pl.col("split") == "dev"),
-                 "test": target.filter(pl.col("split") == "test")}
+                 "test": target.filter(pl.col("split") == "test"),
+                 "english": source.filter(pl.col("split") == "test")}
     elif spec.name == "en2zh_sentiment":
         frame = _read(data_dir / "en2zh_sentiment.parquet")
         parts = {"train": frame.filter((pl.col("lang") == "en") & (pl.col("split") == "train")),
                  "pool": frame.filter((pl.col("lang") == "zh") & (pl.col("split") == "unlabeled")),
                  "dev": frame.filter((pl.col("lang") == "zh") & (pl.col("split") == "dev")),
-                 "test": frame.filter((pl.col("lang") == "zh") & (pl.col("split") == "test"))}
+                 "test": frame.filter((pl.col("lang") == "zh") & (pl.col("split") == "test")),
+                 "english": frame.filter((pl.col("lang") == "en") & (pl.col("split") == "dev"))}
     elif spec.name == "xlm_t_sentiment":
         folder = data_dir / "xlm_t_sentiment"
         train, val, test = (_read(folder / f"{s}.parquet") for s in ("train", "val", "test"))
         other = pl.col("lang") != "en"
         parts = {"train": train.filter(~other), "pool": train.filter(other),
-                 "dev": val.filter(other), "test": test.filter(other)}
+                 "dev": val.filter(other), "test": test.filter(other), "english": test.filter(~other)}
     elif spec.name == "sib200_mldoc8":
         frame = _read(data_dir / "sib200_mldoc8.parquet")
         other = pl.col("lang") != "eng_Latn"
         parts = {"train": frame.filter(~other & (pl.col("split") == "train")),
                  "pool": frame.filter(other & (pl.col("split") == "train")),
                  "dev": frame.filter(other & (pl.col("split") == "dev")),
-                 "test": frame.filter(other & (pl.col("split") == "test"))}
+                 "test": frame.filter(other & (pl.col("split") == "test")),
+                 "english": frame.filter(~other & (pl.col("split") == "test"))}
     else:
         raise XlcError(f"unknown data set {spec.name!r}")
     if spec.langs:
-        parts = {k: v if k == "train" else v.filter(pl.col("lang").is_in(list(spec.langs)))
+        parts = {k: v if k in ("train", "english") else v.filter(pl.col("lang").is_in(list(spec.langs)))
                  for k, v in parts.items()}
     train = _slice(parts["train"], spec.train)
     pool = _slice(parts["pool"], spec.pool).with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
     test = _slice(parts["test"], spec.test).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
     classes = tuple(sorted(train["label"].unique().to_list()))
-    return Splits(train, pool, _slice(parts["dev"], spec.dev), test, classes)
+    english = _slice(parts["english"], spec.test).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+    return Splits(train, pool, _slice(parts["dev"], spec.dev), test, classes, english)
 
 
 def _read(path: Path) -> pl.DataFrame:
@@ -379,6 +384,9 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     if method == ("default" if "default" in bench.methods else "balanced"):  # round 0 = English only = zero-shot
         predictions.append(_predict(run_dir / "round-00" / "onnx", part.test, max_length, p.batch_size,
                                     "zero-shot", bench.threads))
+        if part.english is not None and part.english.height:  # the source side of the transfer gap
+            _predict(run_dir / "round-00" / "onnx", part.english, max_length, p.batch_size, "english",
+                     bench.threads).write_parquet(folder / "english_predictions.parquet")
     pl.concat(predictions).write_parquet(folder / "test_predictions.parquet")
     gold = part.pool.select("id", pl.col("label").alias("gold"))
     pseudo = run.pseudo_labels.select("id", "lang", "label", "round").join(gold, on="id", how="left")
@@ -532,6 +540,8 @@ def collect(bench: Bench, spec: DataSpec, splits: Splits) -> dict:
                   for seed in bench.profile.seeds]
     if not preds:
         raise XlcError(f"{root}: no finished runs to report")
+    english = [float((frame["gold"] == frame["predicted"]).mean()) for frame in
+               (pl.read_parquet(f) for f in sorted(root.glob("seed-*/*/*/english_predictions.parquet")))]
     predictions = pl.concat(preds, how="diagonal_relaxed").with_columns(
         (pl.col("gold") == pl.col("predicted")).alias("correct"))
     pseudo_labels = pl.concat(pseudo, how="diagonal_relaxed") if pseudo else None
@@ -547,9 +557,21 @@ def collect(bench: Bench, spec: DataSpec, splits: Splits) -> dict:
         "class_shares": class_shares(pseudo_labels, splits),
         "bootstrap": {f"{a} - {b}": paired_bootstrap(predictions, a, b) for a, b in COMPARISONS
                       if {a, b} <= set(methods)},
+        "gap": transfer_gap(english, predictions, methods),
         "runs": summaries,
         "rounds": rounds_table(summaries),
     }
+
+
+def transfer_gap(english: list[float], predictions: pl.DataFrame, methods: Sequence[str]) -> dict | None:
+    """English test accuracy minus target test accuracy of round 0, and the share of it each method closes."""
+    if not english or "zero-shot" not in methods:
+        return None
+    acc = {m: float(predictions.filter(pl.col("method") == m)["correct"].mean()) for m in methods}
+    gap = float(np.mean(english)) - acc["zero-shot"]
+    return {"english": float(np.mean(english)), "gap": gap,
+            "closed": {m: (acc[m] - acc["zero-shot"]) / gap if gap > 0 else None
+                       for m in methods if m not in ("zero-shot", "logreg")}}
 
 
 def mean_sd(values: Sequence[float]) -> dict:
@@ -739,6 +761,12 @@ def dataset_markdown(name: str, ds: dict) -> list[str]:
     for scope, row in ds["accuracy"].items():
         label = "**all**" if scope == "all" else scope
         lines.append(f"| {label} | " + " | ".join(pct(row.get(m)) for m in methods) + " |")
+    gap = ds.get("gap")
+    if gap:
+        closed = ", ".join(f"{m} {100 * v:+.0f}%" for m, v in gap["closed"].items() if v is not None)
+        lines += ["", f"**Transfer gap**: round 0 scores {100 * gap['english']:.1f}% on held-out English and "
+                  f"{100 * (gap['english'] - gap['gap']):.1f}% on the target languages, a gap of "
+                  f"{100 * gap['gap']:.1f} points; share of it each method closes: {closed or '-'}."]
     lines += ["", "### Macro-F1, all target languages", "", "| " + " | ".join(methods) + " |",
               "|" + "---|" * len(methods), "| " + " | ".join(pct(ds["macro_f1"].get(m)) for m in methods) + " |"]
     if ds["precision"]:

@@ -193,3 +193,15 @@ def test_with_the_default_method_zero_shot_and_an_exact_same_step_control_come_f
         "model": str(tiny_model), "seed": 0, "max_length": default["settings"]["max_length"], "id_column": "id"}
     assert control["train_steps"] == default["train_steps"] == control["matched_to"]["balanced_train_steps"]
     assert {"default - zero-shot", "default - control"} <= set(demo["bootstrap"])
+
+
+def test_the_transfer_gap_is_english_minus_target_accuracy_of_round_zero(smoke):
+    root, _, result = smoke
+    demo = result["datasets"]["demo"]
+    files = sorted((root / "work" / "demo").glob("seed-*/*/*/english_predictions.parquet"))
+    english = [pl.read_parquet(f) for f in files]
+    assert len(english) == 2  # one per seed, from the balanced run's round 0
+    assert demo["gap"]["english"] == pytest.approx(np.mean([(e["gold"] == e["predicted"]).mean() for e in english]))
+    zero_shot = demo["accuracy"]["all"]["zero-shot"]["mean"]
+    assert demo["gap"]["gap"] == pytest.approx(demo["gap"]["english"] - zero_shot)
+    assert "**Transfer gap**" in (root / "results" / "paper-smoke.md").read_text()

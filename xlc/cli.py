@@ -82,7 +82,7 @@ FILE = click.Path(path_type=Path, dir_okay=False)
               help="TOML file of selector options (key = value); the option flags override it.")
 @click.option("--max-rounds", type=int, help="Self-training rounds after round 0.  [default: 3]")
 @click.option("--patience", type=int, help="Stop after this many rounds without dev gain.  [default: 1]")
-@click.option("--epochs", type=int, help="Epochs per round (the most, with --select-epoch).  [default: 2]")
+@click.option("--epochs", type=int, help="Epochs per round (the most, with --select-epoch).  [default: 5]")
 @click.option("--select-epoch/--fixed-epochs", default=None,
               help="Score dev after each epoch and keep the best epoch, or train exactly --epochs.  "
                    "[default: select]")

@@ -52,7 +52,7 @@ class SelfTrainConfig:
     selector_options: Mapping[str, Any] = field(default_factory=dict)
     max_rounds: int = 3
     patience: int = 1
-    epochs: int = 2
+    epochs: int = 5
     select_epoch: bool = True
     epoch_patience: int = 2
     max_steps: int | None = None

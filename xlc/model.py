@@ -195,7 +195,7 @@ class TrainSettings:
     loss scaling. Training on the CPU is always fp32.
     """
 
-    epochs: int = 2
+    epochs: int = 5
     batch_size: int = 32
     max_length: int = 64
     lr: float = 2e-4
@@ -283,16 +283,18 @@ class LowerLayers:
         ids = tok([self.clf.text_prefix + t for t in new], truncation=True, max_length=self.max_length)["input_ids"]
         order = sorted(range(len(new)), key=lambda i: len(ids[i]))
         encoder = self.clf.model.encoder
+        where = next(encoder.parameters()).device
         was_training = encoder.training
         encoder.eval()
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 batch, mask = pad_batch([ids[i] for i in rows], tok.pad_token_id)
-                hidden = encoder.embeddings(input_ids=batch)
-                extended = encoder.get_extended_attention_mask(mask, mask.shape)
+                hidden = encoder.embeddings(input_ids=batch.to(where))
+                extended = encoder.get_extended_attention_mask(mask.to(where), mask.shape)
                 for layer in encoder_layers(encoder)[: self.layers]:
                     hidden = layer(hidden, attention_mask=extended)[0]
+                hidden = hidden.cpu()
                 for row, i in enumerate(rows):
                     self.features[new[i]] = hidden[row, : len(ids[i])].clone()
         encoder.train(was_training)
@@ -340,10 +342,9 @@ def fine_tune(
         lower.add(texts)
         if dev is not None:
             lower.add(dev[0])
-        device = torch.device("cpu")  # cached features are CPU tensors; the top layers are cheap
     else:
         lower = None
-        device = training_device(settings.device)
+    device = training_device(settings.device)
     amp_dtype = _amp_dtype(device, settings.mixed_precision)
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -383,7 +384,7 @@ def fine_tune(
             with _autocast(device, amp_dtype):
                 if lower is not None:
                     hidden, mask = lower.batch([texts[i] for i in idx])
-                    out = model.upper(hidden, mask, frozen, labels=target[idx])
+                    out = model.upper(hidden.to(device), mask.to(device), frozen, labels=target[idx].to(device))
                 else:
                     ids, mask = pad_batch([encoded[i] for i in idx], pad)
                     ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
@@ -451,7 +452,7 @@ def predict(clf: Classifier, texts: Sequence[str], max_length: int, lower: Lower
             rows = order[start : start + batch_size]
             if lower is not None:
                 hidden, mask = lower.batch([texts[i] for i in rows])
-                logits = model.upper(hidden, mask, frozen).logits
+                logits = model.upper(hidden.to(device), mask.to(device), frozen).logits
             else:
                 ids, mask = pad_batch([encoded[i] for i in rows], clf.tokenizer.pad_token_id)
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
