@@ -130,3 +130,13 @@ def test_cli_mistakes_give_one_line_errors(tiny_onnx, labelled, extra, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("missing", [float("nan"), None], ids=["NaN", "null"])
+def test_cli_a_missing_label_is_refused_naming_its_row(tiny_onnx, tmp_path, missing):
+    path = tmp_path / "scores.parquet"
+    pl.DataFrame({"text": ["gut", "schlecht", "mittel"], "label": [1.0, missing, 2.0]}).write_parquet(path)
+    result = evaluate_cli("--model", str(tiny_onnx), "--data", str(path))
+    assert result.exit_code != 0
+    assert f"--data {path}: missing label (null or NaN) in column 'label' (data row 2)" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -239,6 +239,12 @@ def test_a_nan_label_is_refused_naming_its_row(tiny_model, small_files, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_huge_kt_is_refused_before_round_0_trains(tiny_model, small_files, tmp_path):
+    output = one_line_error(_selftrain(tiny_model, small_files, tmp_path / "run", "--kt", "99999999999999999999"))
+    assert "selector 'balanced': option kt is too large: 99999999999999999999" in output
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_null_id_in_the_pool_is_refused_before_training(tiny_model, small_files, tmp_path):
     pool = tmp_path / "pool.parquet"
     pl.DataFrame({"text": ["a", "b", "c"], "key": [1, None, 3]}).write_parquet(pool)

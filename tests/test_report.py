@@ -133,6 +133,32 @@ def test_report_command_explains_a_folder_that_is_not_a_run(tmp_path, content, m
     assert len(result.output.strip().splitlines()) == 1
 
 
+def _tampered(change) -> dict:
+    summary = copy.deepcopy(RECORDED)
+    change(summary)
+    return summary
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        _tampered(lambda s: s["rounds"][1].pop("round")),
+        _tampered(lambda s: s["rounds"][0].update(labeled="many", dev={"accuracy": "high"})),
+        _tampered(lambda s: s.update(classes=None)),
+        _tampered(lambda s: s["rounds"].append("round three")),
+        _tampered(lambda s: s.pop("config")),
+    ],
+    ids=["round without its number", "text where numbers belong", "no classes", "a round that is text", "no config"],
+)
+def test_report_command_explains_a_tampered_report_and_writes_nothing(tmp_path, summary):
+    (tmp_path / "report.json").write_text(json.dumps(summary))
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code != 0
+    assert f"{tmp_path / 'report.json'}: not a report as `xlc selftrain` writes it" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
 def test_selftrain_writes_the_plots_at_the_end_of_a_run(tiny_model, small_files, tmp_path):
     run = xlc.selftrain(
         train=small_files["train"], unlabeled=small_files["unlabeled"], dev=small_files["dev"],

@@ -95,6 +95,8 @@ def test_selected_rows_carry_text_and_confidence_from_the_pool():
         ("thresholded", {"threshold": 0.0}, "option threshold must be in (0, 1], got 0.0"),
         ("thresholded", {"threshold": 1.5}, "must be in (0, 1]"),
         ("balanced", {"kt": "many"}, "option kt must be int, got 'many'"),
+        ("balanced", {"kt": "99999999999999999999"}, "option kt is too large: 99999999999999999999"),
+        ("throttling", {"n": 2**63}, "option n is too large"),
         ("balanced", {"n": 3}, "selector 'balanced' has no option 'n' (its options: kt)"),
     ],
 )

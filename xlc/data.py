@@ -112,8 +112,8 @@ class RunData:
     classes: tuple[str, ...]
 
 
-def _normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) -> pl.DataFrame:
-    """Rename to text/label/lang/id; ids come from `cols.id` in the pool, row numbers elsewhere."""
+def normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) -> pl.DataFrame:
+    """Rename to id/text/label/lang, checked; ids come from `cols.id` in the pool, row numbers elsewhere."""
     if labelled:
         cols = Columns(cols.text, cols.label, None, cols.lang)
     needed = [cols.text] + ([cols.label] if labelled else []) + ([cols.id] if cols.id else [])
@@ -178,7 +178,7 @@ def load_files(
         frame = read_table(Path(path))
         if frame.height == 0:
             raise XlcError(f"--{role} {path}: the file has no rows")
-        frames[role] = _normalise(frame, f"--{role} {path}", cols, labelled)
+        frames[role] = normalise(frame, f"--{role} {path}", cols, labelled)
     run = _assemble(frames, {r: str(p) for r, p in
                              (("dev", dev), ("test", test)) if p is not None})
     if pool_gold is not None:

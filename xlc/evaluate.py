@@ -119,16 +119,11 @@ def read_labelled(job: EvaluateJob) -> pl.DataFrame:
     """text, gold (string) and lang of the --data file, filtered to --lang; checked."""
     source = f"--data {job.data}"
     frame = data.read_table(job.data)
-    data.require_columns(frame, source, [job.text_column, job.label_column])
     if job.langs and job.lang_column not in frame.columns:
         raise XlcError(f"{source}: --lang needs a language column, and {job.lang_column!r} is not one "
                        f"(columns: {', '.join(frame.columns)}); name it with --lang-column")
-    frame = frame.select(
-        pl.col(job.text_column).alias("text"),
-        pl.col(job.label_column).cast(pl.String).alias("gold"),
-        (pl.col(job.lang_column).cast(pl.String) if job.lang_column in frame.columns
-         else pl.lit(None, pl.String)).alias("lang"),
-    )
+    columns = data.Columns(job.text_column, job.label_column, None, job.lang_column)
+    frame = data.normalise(frame, source, columns, labelled=True).select("text", gold="label", lang="lang")
     if job.langs:
         present = set(frame["lang"].drop_nulls().unique().to_list())
         missing = sorted(set(job.langs) - present)
@@ -136,10 +131,6 @@ def read_labelled(job: EvaluateJob) -> pl.DataFrame:
             raise XlcError(f"{source}: --lang {', '.join(missing)} not found in column "
                            f"{job.lang_column!r} (languages: {', '.join(sorted(present))})")
         frame = frame.filter(pl.col("lang").is_in(list(job.langs)))
-    data.check_texts(frame, source)
-    if frame["gold"].null_count():
-        row = frame.with_row_index("_r").filter(pl.col("gold").is_null())["_r"][0] + 1
-        raise XlcError(f"{source}: missing label in column {job.label_column!r} (data row {row})")
     return frame
 
 

@@ -148,8 +148,14 @@ def render(run_dir: Path) -> list[Path]:
         raise XlcError(f"{source}: not valid JSON ({exc})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("rounds"), list):
         raise XlcError(f"{source}: no rounds in it; is it an xlc run report?")
-    plots = write_plots(Path(run_dir), summary)
-    files.write_text(Path(run_dir) / "report.md", markdown(summary, plots))
+    try:
+        markdown(summary)  # reads every field the report shows: a damaged file fails here, before any write
+        plots = write_plots(Path(run_dir), summary)
+        text = markdown(summary, plots)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise XlcError(f"{source}: not a report as `xlc selftrain` writes it ({type(exc).__name__}: {exc}); "
+                       f"restore the file or run the self-training again") from None
+    files.write_text(Path(run_dir) / "report.md", text)
     return [*plots, Path(run_dir) / "report.md"]
 
 

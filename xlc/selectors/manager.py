@@ -253,6 +253,9 @@ def _convert(selector: Selector, option: Option, value: Any) -> Any:
         raise XlcError(
             f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, got {value!r}"
         )
+    if option.type is int and not -(2**63) <= value < 2**63:  # Polars and numpy count in 64 bits
+        raise XlcError(f"selector {selector.name!r}: option {option.name} is too large: {value} "
+                       f"(at most {2**63 - 1})")
     try:
         valid = option.check is None or bool(option.check(value))
     except Exception as exc:  # a plugin's check that crashes is the plugin's bug: name it
