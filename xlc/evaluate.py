@@ -1,8 +1,9 @@
-"""`xlc evaluate`: score a labelled table with a trained model and measure it (scikit-learn maths).
+"""`xlc evaluate`: score a labelled table with a trained model and measure it.
 
-Accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix and, for ordinal
-labels such as 1-5 stars, the mean squared error of the wrong predictions (the measure of
-Dong & de Melo 2019, Table 2): how far off the mistakes are, in label units.
+The metrics are those of `xlc.metrics` (the same functions a self-training round records),
+with `detail=True`: accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix,
+per-language results and, with --ordinal, the mean squared error of the wrong predictions.
+This module reads the job's data, checks it against the model and turns results into table rows.
 """
 
 from __future__ import annotations
@@ -11,91 +12,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    mean_squared_error,
-    precision_recall_fscore_support,
-)
 
-from xlc import data
+from xlc import data, metrics
 from xlc.errors import XlcError
-
-
-def ordinal_values(classes: Sequence[str]) -> dict[str, float]:
-    """Class name -> number, for ordinal labels; names must read as numbers ("1", "2.5")."""
-    values = {}
-    for name in classes:
-        try:
-            values[name] = float(name)
-        except ValueError:
-            raise XlcError(
-                f"--ordinal: class {name!r} is not a number; ordinal labels must be numbers "
-                f"such as 1-5 stars (classes: {list(classes)})"
-            ) from None
-    return values
-
-
-def ordinal_errors(gold: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> dict:
-    """Mean squared error in label units: over all texts and over the wrong predictions only.
-
-    `mse_wrong` is None when no prediction is wrong (the mean of nothing).
-    """
-    values = ordinal_values(classes)
-    g = np.array([values[x] for x in gold], dtype=float)
-    p = np.array([values[x] for x in predicted], dtype=float)
-    wrong = g != p
-    return {
-        "mse": float(mean_squared_error(g, p)),
-        "mse_wrong": float(mean_squared_error(g[wrong], p[wrong])) if wrong.any() else None,
-        "wrong": int(wrong.sum()),
-    }
+from xlc.metrics import ordinal_errors as ordinal_errors  # re-exported: xlc.evaluate had it first
 
 
 def classification_report(gold: Sequence[str], predicted: Sequence[str], classes: Sequence[str],
                           ordinal: bool = False) -> dict:
-    """Every metric of one set of predictions; classes keep the order given."""
-    labels = list(classes)
-    if len(gold) == 0:
-        raise XlcError("no rows to evaluate (an empty table, or --lang matched no rows)")
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, predicted, labels=labels, zero_division=0
-    )
-    result = {
-        "n": len(gold),
-        "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
-        "classes": labels,
-        "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                "support": int(support[i])}
-            for i, c in enumerate(labels)
-        },
-        "confusion": confusion_matrix(gold, predicted, labels=labels).tolist(),
-    }
-    if ordinal:
-        result.update(ordinal_errors(gold, predicted, labels))
-    return result
+    """Every metric `xlc evaluate` reports on one set of predictions; classes keep the order given."""
+    return metrics.classification(gold, predicted, classes, detail=True, ordinal=ordinal)
 
 
 def evaluate_scored(scored: pl.DataFrame, classes: Sequence[str], ordinal: bool = False) -> dict:
-    """Metrics of a frame with `gold` and predicted `label` (and optionally `lang`) columns.
+    """Every metric `xlc evaluate` reports on a frame with `gold` and predicted `label` (and `lang`) columns.
 
     With more than one language, `per_lang` holds each language's full report too.
     """
-    result = classification_report(scored["gold"].to_list(), scored["label"].to_list(), classes, ordinal)
-    if "lang" in scored.columns:
-        langs = [x for x in scored["lang"].unique().sort().to_list() if x is not None]
-        if len(langs) > 1:
-            result["per_lang"] = {}
-            for lang in langs:
-                part = scored.filter(pl.col("lang") == lang)
-                result["per_lang"][lang] = classification_report(
-                    part["gold"].to_list(), part["label"].to_list(), classes, ordinal)
-    return result
+    return metrics.evaluate(scored, classes, detail=True, ordinal=ordinal)
 
 
 @dataclass(frozen=True)
@@ -147,7 +82,9 @@ def evaluate(job: EvaluateJob) -> dict:
         raise XlcError(f"--data {job.data}: label(s) {unknown} are not classes of the model "
                        f"{list(classes)}; evaluate with data labelled in the model's classes")
     if job.ordinal:
-        ordinal_values(classes)  # fail before scoring
+        metrics.ordinal_values(classes)  # fail before scoring
+    if frame.height == 0:
+        raise XlcError("no rows to evaluate (an empty table, or --lang matched no rows)")
     scored = frame.with_columns(pl.Series("label", clf.predict(frame["text"].to_list()), dtype=pl.String))
     result = evaluate_scored(scored, classes, job.ordinal)
     result["model"] = str(clf.path)
