@@ -44,6 +44,7 @@ import xlc
 from xlc import data as xdata
 from xlc import report
 from xlc.errors import XlcError
+from xlc.rundir import RunDir
 
 log = logging.getLogger("xlc.bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,6 @@ BOOTSTRAP_RESAMPLES = 2000
 COMPARISONS = (("default", "zero-shot"), ("default", "control"), ("default", "balanced"),
                ("balanced", "zero-shot"), ("balanced", "control"), ("pool-prior", "zero-shot"),
                ("pool-prior", "control"), ("pool-prior", "balanced"))
-MODEL_FILES = ("best", "final", "round-*/onnx", "round-*/model")  # Hugging Face weights and ONNX, ~470 MB each
 
 # Wall-clock cost model for --plan, measured with multilingual-e5-small on 2 CPU cores
 # (see README "Reproducing the paper"); other machines and models differ.
@@ -339,6 +339,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     """One xlc.selftrain run; writes summary.json and per-item test predictions in `folder`."""
     p = bench.profile
     run_dir = folder / "run"
+    layout = RunDir(run_dir)
     if folder.exists():
         shutil.rmtree(folder)  # an unfinished attempt
     folder.mkdir(parents=True)
@@ -382,10 +383,10 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     clock = time.perf_counter()
     predictions = [_predict(run.best_model, part.test, max_length, p.batch_size, method, bench.threads)]
     if method == ("default" if "default" in bench.methods else "balanced"):  # round 0 = English only = zero-shot
-        predictions.append(_predict(run_dir / "round-00" / "onnx", part.test, max_length, p.batch_size,
-                                    "zero-shot", bench.threads))
+        zero_shot = layout.round(0).onnx
+        predictions.append(_predict(zero_shot, part.test, max_length, p.batch_size, "zero-shot", bench.threads))
         if part.english is not None and part.english.height:  # the source side of the transfer gap
-            _predict(run_dir / "round-00" / "onnx", part.english, max_length, p.batch_size, "english",
+            _predict(zero_shot, part.english, max_length, p.batch_size, "english",
                      bench.threads).write_parquet(folder / "english_predictions.parquet")
     pl.concat(predictions).write_parquet(folder / "test_predictions.parquet")
     gold = part.pool.select("id", pl.col("label").alias("gold"))
@@ -398,6 +399,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
         "selector_options": options if options is not None else run.report["config"].get("selector_options"),
         "settings": {k: v for k, v in settings.items() if k != "threads"},
         "rounds": len(rounds), "best_round": run.best_round, "stop_reason": run.stop_reason,
+        "stop_code": run.stop_code,
         "train_steps": train_steps(rounds, settings.get("epochs", 0), p.batch_size),
         "labelled_start": part.train.height, "pseudo_labels": pseudo.height,
         "dev_accuracy": [r["dev"]["accuracy"] for r in rounds],
@@ -409,13 +411,12 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     if method == "control" and balanced is not None:
         summary["matched_to"] = {"balanced_train_steps": balanced["train_steps"],
                                  "balanced_rounds": balanced["rounds"]}
-    for name in ("report.md", "report.json", *report.PLOTS):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, folder / name)
+    for path in (layout.report_md, layout.report, *(run_dir / name for name in report.PLOTS)):
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
     if not bench.keep_models:
-        for pattern in MODEL_FILES:
-            for path in run_dir.glob(pattern):
-                shutil.rmtree(path, ignore_errors=True)
+        for path in layout.model_folders():
+            shutil.rmtree(path, ignore_errors=True)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("%s seed %d %s: %s done in %.0f s: %d rounds, best %d, %d pseudo-labels, %d steps",
              spec.name, seed, folder.parent.name, method, run_seconds, len(rounds), run.best_round,

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 import xlc
-from xlc import data, model, onnx
+from xlc import data, model, onnx, rundir
 from xlc.scoring import Scorer
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -30,12 +30,12 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 def trained_model(path: str | None) -> Path:
     if path:
-        return onnx.find_model(Path(path))
-    run = CACHE / "speed-run"
-    if not (run / "best" / "model.onnx").is_file():
-        shutil.rmtree(run, ignore_errors=True)
-        xlc.selftrain(out=run, max_rounds=0, epochs=1, demo_langs=("deu_Latn",))
-    return run / "best"
+        return rundir.find_model(Path(path))
+    run = rundir.RunDir(CACHE / "speed-run")
+    if not (run.best / onnx.ONNX_FILE).is_file():
+        shutil.rmtree(run.path, ignore_errors=True)
+        xlc.selftrain(out=run.path, max_rounds=0, epochs=1, demo_langs=("deu_Latn",))
+    return run.best
 
 
 def real_texts(n: int) -> list[str]:

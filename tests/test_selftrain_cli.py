@@ -53,6 +53,14 @@ def test_selftrain_runs_rounds_and_moves_selected_texts_out_of_the_pool(two_roun
     assert "round" in result.output and "dev acc" in result.output  # the table
 
 
+def test_a_run_that_reaches_max_rounds_records_the_stop_code_beside_the_sentence(two_rounds):
+    out, _, _ = two_rounds
+    report = json.loads((out / "report.json").read_text())
+    assert report["stop_code"] == "max_rounds"
+    assert [r["stop_code"] for r in report["rounds"]] == ["", "", "max_rounds"]
+    assert [r["stop_reason"] for r in report["rounds"]] == ["", "", "reached --max-rounds 2"]
+
+
 def test_each_round_writes_its_selection_metrics_and_onnx_model(two_rounds, module_files):
     out, _, _ = two_rounds
     pool_texts = set(pl.read_parquet(module_files["unlabeled"])["text"])

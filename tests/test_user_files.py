@@ -18,7 +18,7 @@ import xlc
 from xlc import files, model, onnx
 from xlc.cli import main
 from xlc.errors import XlcError
-from xlc.loop import RUN_FILE, run_lock
+from xlc.rundir import RUN_FILE, run_lock
 from xlc.scoring import lock_file
 
 USER_FILES = {"notes.txt": "precious", "sub/data.csv": "a,b\n1,2\n", ".hidden": "x", "model.onnx": "mine"}
@@ -235,7 +235,7 @@ HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from xlc import files
-    from xlc.loop import run_lock
+    from xlc.rundir import run_lock
     kind, path = sys.argv[1], Path(sys.argv[2])
     lock = run_lock(path) if kind == "run" else files.locked(path, str(path))
     with lock:

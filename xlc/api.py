@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx
+from xlc import data, files
 from xlc.config import MAX_THREADS, SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.rundir import RunDir, find_model, run_lock
 from xlc.scoring import Scorer
 
 if TYPE_CHECKING:  # the training loop imports torch; load() and score() need only ONNX Runtime
@@ -74,14 +75,14 @@ def selftrain(
         values["selector_options"] = dict(selector_options)
     if out is not None:
         values["out"] = str(out)
-    folder = Path(values.get("out") or _base_out(config)) / "inputs"
+    run_dir = RunDir(Path(values.get("out") or _base_out(config)))
     frames: dict[str, pl.DataFrame] = {}
     inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
     for role, value in inputs.items():
         frame = _as_frame(value, role)
         if frame is not None:
             frames[role] = frame
-            values[role] = str(folder / f"{role}.parquet")
+            values[role] = str(run_dir.input(role))
         elif value is not None:
             values[role] = str(value)
     if isinstance(config, SelfTrainConfig):
@@ -90,16 +91,15 @@ def selftrain(
         resolved = SelfTrainConfig.from_toml(Path(config), values)
     else:
         resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
-    from xlc.loop import run_lock
     from xlc.loop import selftrain as run
 
-    with run_lock(folder.parent) as unfinished:  # the settings and the folder are checked before any write
-        _save_inputs(frames, folder, unfinished)
+    with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
+        _save_inputs(frames, run_dir, unfinished)
         return run(resolved, progress=progress)
 
 
-def _save_inputs(frames: Mapping[str, pl.DataFrame], folder: Path, unfinished: dict | None) -> None:
-    """Write in-memory data to `folder` (out/inputs/) as Parquet.
+def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished: dict | None) -> None:
+    """Write in-memory data to the run folder's inputs/ as Parquet.
 
     When the run folder holds an unfinished run (`unfinished`: its fingerprint), its saved
     inputs are never rewritten: the data must be byte for byte the run's own, or it is refused.
@@ -107,18 +107,18 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], folder: Path, unfinished: d
     for role, frame in frames.items():
         buffer = io.BytesIO()
         frame.write_parquet(buffer)
-        blob, path = buffer.getvalue(), folder / f"{role}.parquet"
+        blob, path = buffer.getvalue(), run_dir.input(role)
         if unfinished is not None:
             same = (unfinished["inputs"].get(role) == hashlib.sha256(blob).hexdigest()
                     and unfinished["settings"].get(role) == str(path))
             if not same:
                 raise XlcError(
-                    f"--out {folder.parent}: holds an unfinished run made with different {role} data; resume "
-                    f"it with the same data (xlc selftrain --resume {folder.parent}) or choose another folder")
+                    f"--out {run_dir.path}: holds an unfinished run made with different {role} data; resume "
+                    f"it with the same data (xlc selftrain --resume {run_dir.path}) or choose another folder")
             if path.is_file():
                 continue
         try:
-            folder.mkdir(exist_ok=True)
+            run_dir.inputs.mkdir(exist_ok=True)
             files.write_bytes(path, blob)
         except OSError as exc:
             raise files.write_error(path, exc) from None
@@ -142,7 +142,7 @@ class TextClassifier:
                 raise XlcError(f"xlc.load: {name} must be a whole number >= 1, got {value!r}")
         if threads and threads > MAX_THREADS:
             raise XlcError(f"xlc.load: threads must be <= {MAX_THREADS}, got {threads}")
-        self.path = onnx.find_model(Path(path))
+        self.path = find_model(Path(path))
         self.scorer = Scorer.open(self.path, threads=threads, provider=provider)
         self.scorer.check_max_length(max_length)
         self.batch_size = batch_size

@@ -125,7 +125,8 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     """
     from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
-    from xlc.loop import run_lock, selftrain as run
+    from xlc.loop import selftrain as run
+    from xlc.rundir import RunDir, run_lock
     from xlc.selectors import options as selector_file
 
     _setup_logging(quiet)
@@ -133,9 +134,9 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     if resume_dir:
         if config_file or overrides.get("out", str(resume_dir)) != str(resume_dir):
             raise XlcError("--resume DIR takes its settings from DIR/config.toml; drop --config and --out")
-        config_file, overrides["out"] = resume_dir / "config.toml", str(resume_dir)
+        config_file, overrides["out"] = RunDir(resume_dir).config, str(resume_dir)
         if not config_file.is_file():
-            raise XlcError(f"--resume {resume_dir}: no config.toml there; it does not hold an xlc run")
+            raise XlcError(f"--resume {resume_dir}: no {config_file.name} there; it does not hold an xlc run")
     if demo_langs:
         overrides["demo_langs"] = tuple(x.strip() for x in demo_langs.split(",") if x.strip())
     given = {"kt": kt, "n": n, "threshold": threshold}
@@ -154,7 +155,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
         result = run(config, progress=bars)
     print_rounds(result.report)
     click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
-    click.echo(f"report: {result.out / 'report.md'}")
+    click.echo(f"report: {RunDir(result.out).report_md}")
 
 
 def print_rounds(summary: dict) -> None:
@@ -272,13 +273,11 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
     --out must be new, empty or an earlier export; a folder of other files needs --overwrite, and
     a folder with subfolders, the current folder or a home folder is never replaced.
     """
-    from xlc import files, model, onnx
+    from xlc import files, model, onnx, rundir
 
     _setup_logging(False)
     files.check_replaceable(out_path, "--out", overwrite, "export")  # before anything is loaded or written
-    source = model_path / "best" if (model_path / "best" / model.META_FILE).is_file() else model_path
-    if not (source / "config.json").is_file():
-        raise XlcError(f"--model {model_path}: no Hugging Face weights here or in best/; pass a run folder")
+    source = rundir.find_checkpoint(model_path)
     onnx.export(model.load(source), out_path, kind="export", overwrite=overwrite)
     if optimize:
         onnx.optimize(out_path, optimize)

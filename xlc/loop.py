@@ -1,25 +1,23 @@
 """The self-learning loop (Dong & de Melo 2019, Algorithm 1), crash-safe and resumable.
 
-Each round: fine-tune on the labelled set L, export to ONNX, evaluate on dev/test,
-score the pool U, let the selector pick pseudo-labelled texts, move them from U to L.
+Each round runs its phases in order: train (fine-tune on the labelled set L), export (to
+ONNX), evaluate (dev/test), then, unless the run stops, score (the pool U) and select
+(pseudo-labelled texts), and close (record the round; the selection moves from U to L).
 
-Every phase commits its result atomically inside `round-NN/` (model/, onnx/, eval.json,
-scored.parquet, selected.parquet, then metrics.json, which closes the round). A run
-killed at any moment and started again with the same settings replays the closed
-rounds, reuses the committed phases of the open one, and ends exactly as an
-uninterrupted run would (training is seeded per round; optimizers start fresh).
+Every phase commits its result atomically inside the round's folder (see `rundir.RoundDir`;
+metrics.json, written by close, closes the round). A run killed at any moment and started
+again with the same settings replays the closed rounds, reuses the committed phases of the
+open one, and ends exactly as an uninterrupted run would (training is seeded per round;
+optimizers start fresh).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,20 +26,30 @@ import polars as pl
 import torch
 
 from xlc import data as data_mod
-from xlc import files, metrics, model, onnx, report, selectors
+from xlc import files, metrics, model, onnx, report, rundir, selectors
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import max_positions
+from xlc.rundir import RoundDir, RunDir
 from xlc.scoring import Scorer
 
 log = logging.getLogger("xlc")
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called as work advances, e.g. ("round 1: train", 12, 40)."""
 
-RUN_FILE = "run.json"
-LOCK_FILE = ".lock"
 CRASH_ENV = "XLC_CRASH_AT"
 """Test seam: "PHASE:ROUND" (e.g. "export:1") SIGKILLs the process right after that commit."""
+
+STOP_CODES = ("patience", "max_rounds", "pool_empty", "nothing_selected")
+"""Why a run stops, for programs; `Stop.reason` says the same in a sentence."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the loop ended: `code` (one of STOP_CODES) and `reason`, an English sentence."""
+
+    code: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,12 @@ class RunResult:
     final_model: Path
     stop_reason: str
     report: dict
+    stop_code: str
 
 
 @dataclass
 class RunState:
-    """What the closed rounds left: the sets, the records and the early-stopping tally."""
+    """What the closed rounds left: the sets, the records, the early-stopping tally and the stop."""
 
     labelled: pl.DataFrame
     pool: pl.DataFrame
@@ -69,6 +78,7 @@ class RunState:
     best_round: int = -1
     best_dev: float = -np.inf
     stale: int = 0
+    stop: Stop | None = None
 
     def observe(self, rnd: int, dev_accuracy: float) -> bool:
         """Update the early-stopping tally; True when `rnd` is the new best."""
@@ -85,6 +95,31 @@ class RunState:
         self.labelled = pl.concat([self.labelled, selected.select("text", "label")])
 
 
+@dataclass
+class Context:
+    """What every round reads: the settings, the data, the run folder, progress; and a cache."""
+
+    config: SelfTrainConfig
+    data: data_mod.RunData
+    run: RunDir
+    progress: Progress
+    features: model.LowerLayers | None = None
+    """The frozen lower layers' outputs (see `model.LowerLayers`), made on first use."""
+
+
+@dataclass
+class Round:
+    """The open round: its folder, and the facts its phases record for metrics.json."""
+
+    folder: RoundDir
+    record: dict
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        return self.folder.number
+
+
 def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     if config.uses_demo:
         return data_mod.load_demo(config.demo_langs)
@@ -93,109 +128,6 @@ def load_data(config: SelfTrainConfig) -> data_mod.RunData:
         Path(config.train), Path(config.unlabeled), Path(config.dev),
         Path(config.test) if config.test else None, cols, Path(config.pool_gold) if config.pool_gold else None,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fingerprint(config: SelfTrainConfig) -> dict:
-    """What a resumed run must share with the interrupted one: settings, input bytes, model."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "out"}
-    roles = {"demo": str(data_mod.demo_path())} if config.uses_demo else {
-        role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
-        if getattr(config, role)}
-    inputs = {role: _sha256(Path(path)) for role, path in roles.items()}
-    base = Path(config.model)
-    weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
-    model_id = {"model": config.model, **{p.name: p.stat().st_size for p in weights}}
-    return {"settings": settings, "inputs": inputs, "model": model_id}
-
-
-def check_out(out: Path) -> dict | None:
-    """Refuse an output folder that xlc must not write into; writes nothing.
-
-    Returns the fingerprint of the unfinished run the folder holds, or None for a new run
-    (a missing or empty folder, or one xlc made). A file, a finished run and a folder with
-    files that xlc did not write are refused.
-    """
-    if out.exists() and not out.is_dir():
-        raise XlcError(f"--out {out}: exists and is not a folder; choose another path")
-    if (out / "report.json").exists():
-        raise XlcError(f"--out {out}: already holds a finished run; choose another folder or delete it")
-    if (out / RUN_FILE).is_file():
-        try:
-            found = json.loads((out / RUN_FILE).read_text())
-        except (ValueError, UnicodeDecodeError):
-            found = None
-        if not (isinstance(found, dict) and {"settings", "inputs", "model"} <= set(found)):
-            raise XlcError(f"--out {out}: its {RUN_FILE} is not an xlc run's; choose another folder")
-        return found
-    if out.is_dir() and not files.is_marked(out) and any(out.iterdir()):
-        raise XlcError(f"--out {out}: a folder with files that xlc did not write (no {RUN_FILE}); "
-                       f"choose a new or empty folder")
-    return None
-
-
-@contextmanager
-def run_lock(out: Path) -> Iterator[dict | None]:
-    """Claim the run folder `out` for this process; yields `check_out(out)`, taken under the lock.
-
-    Creates `out` with its marker and holds an OS lock on `out/.lock` (released when the
-    process ends, even when killed): a second process on the same folder is refused and
-    told the first one's pid. A folder this call created is removed again if the block
-    fails before writing anything into it.
-    """
-    check_out(out)  # before the first write
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not files.is_marked(out):
-            files.mark(out, "run")
-    except OSError as exc:
-        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); {files.advice(exc)}") from None
-    try:
-        with files.locked(out / LOCK_FILE, f"--out {out}"):
-            yield check_out(out)
-    finally:
-        if created and {p.name for p in out.iterdir()} <= {files.MARKER}:
-            shutil.rmtree(out, ignore_errors=True)
-
-
-def prepare_out(out: Path, config: SelfTrainConfig, stamp: dict) -> bool:
-    """Create the output folder, or accept an unfinished run with the same fingerprint.
-
-    Returns True when resuming. A finished run, a folder xlc did not write, or a run made
-    with other settings, data or model, is refused with what differs.
-    """
-    found = check_out(out)
-    if found is not None:
-        differs = [f"{part} {key}" for part in ("settings", "inputs", "model")
-                   for key in sorted(set(found.get(part, {})) | set(stamp[part]))
-                   if found.get(part, {}).get(key) != stamp[part].get(key)]
-        if differs:
-            given = {d.split(" ", 1)[1] for d in differs if d.startswith("settings ")}
-            changed = [d for d in differs if d.startswith("inputs ") and d.split(" ", 1)[1] not in given
-                       or d.startswith("model ") and "model" not in given]
-            fix = (f"{', '.join(changed)} changed on disk since it started, so it cannot be resumed: restore "
-                   f"them" if changed else f"resume it with its own settings (xlc selftrain --resume {out})")
-            raise XlcError(f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
-                           f"{fix}, or choose another folder")
-        return True
-    check_max_length(config)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not files.is_marked(out):
-            files.mark(out, "run")
-        config.write_toml(out / "config.toml")
-        files.write_json(out / RUN_FILE, stamp)
-    except OSError as exc:
-        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); {files.advice(exc)}") from None
-    return False
 
 
 def check_max_length(config: SelfTrainConfig) -> None:
@@ -216,20 +148,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def _replay(out: Path, run_data: data_mod.RunData) -> RunState:
-    """Rebuild the state after the closed rounds (those with a metrics.json)."""
-    state = RunState(run_data.train.select("text", "label"), run_data.pool)
-    rnd = 0
-    while (out / f"round-{rnd:02d}" / "metrics.json").is_file():
-        record = json.loads((out / f"round-{rnd:02d}" / "metrics.json").read_text())
-        state.rounds.append(record)
-        state.observe(rnd, record["dev"]["accuracy"])
-        selected = out / f"round-{rnd:02d}" / "selected.parquet"
-        if not record.get("stop_reason") and selected.is_file():
-            state.take(pl.read_parquet(selected))
-        rnd += 1
-    return state
-
+# ---- the run -------------------------------------------------------------------------------------
 
 def selftrain(
     config: SelfTrainConfig,
@@ -237,115 +156,214 @@ def selftrain(
     run_data: data_mod.RunData | None = None,
 ) -> RunResult:
     """Run (or resume) self-training as `config` says; everything goes under `config.out`."""
-    progress = progress or _no_progress
     # fail before any work, and record the options as the selector will see them
     config = config.replace(selector_options=selectors.resolve_options(config.selector, config.selector_options))
-    out = Path(config.out)
-    run_data = run_data or load_data(config)
-    if prepare_out(out, config, fingerprint(config)):
-        log.info("resuming the unfinished run in %s", out)
+    ctx = Context(config, run_data or load_data(config), RunDir(Path(config.out)), progress or _no_progress)
+    _open(ctx)
     if config.threads:
         torch.set_num_threads(config.threads)
-    state = _replay(out, run_data)
-    stop_reason = state.rounds[-1].get("stop_reason", "") if state.rounds else ""
+    state = _replay(ctx)
     clf: model.Classifier | None = None
-    lower = Lower()
-    while not stop_reason:
-        clf, stop_reason = _round(len(state.rounds), config, run_data, state, clf, lower, out, progress)
+    while state.stop is None:
+        clf = _round(ctx, state, clf)
+    return _finish(ctx, state, state.stop)
 
-    last = out / f"round-{len(state.rounds) - 1:02d}"
-    _publish(last, out / "final")
-    _publish(out / f"round-{state.best_round:02d}", out / "best")
-    _prune_checkpoints(out, keep={state.best_round, len(state.rounds) - 1})
-    pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(run_data.pool)
-    data_mod.write_parquet(pseudo_labels, out / "pseudo_labels.parquet")
-    summary = report.build(config, run_data.classes, state.rounds, state.best_round, stop_reason)
-    report.write(out, summary)
+
+def _open(ctx: Context) -> None:
+    """Start the run in its folder, or accept the unfinished run there if it has the same fingerprint."""
+    out = ctx.run.path
+    stamp = rundir.fingerprint(ctx.config)
+    if rundir.resumes(out, stamp):
+        log.info("resuming the unfinished run in %s", out)
+    else:
+        check_max_length(ctx.config)
+        rundir.start(out, ctx.config, stamp)
+
+
+def _replay(ctx: Context) -> RunState:
+    """Rebuild the state after the closed rounds (those with a metrics.json)."""
+    state = RunState(ctx.data.train.select("text", "label"), ctx.data.pool)
+    while (folder := ctx.run.round(len(state.rounds))).closed:
+        record = json.loads(folder.metrics.read_text())
+        state.rounds.append(record)
+        state.observe(folder.number, record["dev"]["accuracy"])
+        state.stop = Stop(record.get("stop_code", ""), record["stop_reason"]) if record.get("stop_reason") else None
+        if state.stop is None and folder.selected.is_file():
+            state.take(pl.read_parquet(folder.selected))
+    return state
+
+
+def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
+    """Publish the best and the last round's models, prune, write the pseudo-labels and the report."""
+    run, last = ctx.run, len(state.rounds) - 1
+    rundir.publish(run.round(last), run.final)
+    rundir.publish(run.round(state.best_round), run.best)
+    rundir.prune(run, keep={state.best_round, last})
+    pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
+    data_mod.write_parquet(pseudo_labels, run.pseudo_labels)
+    summary = report.build(ctx.config, ctx.data.classes, state.rounds, state.best_round, stop.reason, stop.code)
+    report.write(run.path, summary)
     return RunResult(
-        out=out, rounds=report.rounds_frame(state.rounds), pseudo_labels=pseudo_labels,
-        best_round=state.best_round, best_model=out / "best", final_model=out / "final",
-        stop_reason=stop_reason, report=summary,
+        out=run.path, rounds=report.rounds_frame(state.rounds), pseudo_labels=pseudo_labels,
+        best_round=state.best_round, best_model=run.best, final_model=run.final,
+        stop_reason=stop.reason, report=summary, stop_code=stop.code,
     )
 
 
-def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
-           clf: model.Classifier | None, lower: Lower, out: Path,
-           progress: Progress) -> tuple[model.Classifier, str]:
-    """One round, reusing whatever of it was already committed; returns the model and stop reason."""
-    round_dir = out / f"round-{rnd:02d}"
-    round_dir.mkdir(exist_ok=True)
-    classes = run_data.classes
-    record: dict = {"round": rnd, "labeled": state.labelled.height, "pool": state.pool.height}
+# ---- one round: its phases, each reusing its committed output ------------------------------------
 
-    checkpoint = round_dir / "model"
-    if (checkpoint / "train.json").is_file():
-        clf = model.load(checkpoint)
+def _round(ctx: Context, state: RunState, clf: model.Classifier | None) -> model.Classifier:
+    """One round of Algorithm 1, reusing whatever of it was already committed; returns its model."""
+    rnd = len(state.rounds)
+    now = Round(ctx.run.round(rnd), {"round": rnd, "labeled": state.labelled.height, "pool": state.pool.height})
+    now.folder.path.mkdir(exist_ok=True)
+    clf = _train(ctx, state, now, clf)
+    scorer = _export(ctx, now, clf)
+    _evaluate(ctx, state, now, scorer)
+    stop = _stop_before_selection(ctx.config, state, rnd)
+    selected = None if stop else _select(ctx, state, now, _score_pool(ctx, state, now, scorer))
+    if selected is not None and selected.height == 0:
+        stop = Stop("nothing_selected", f"selector {ctx.config.selector!r} took no texts")
+    _close(ctx, state, now, selected, stop)
+    return clf
+
+
+def _train(ctx: Context, state: RunState, now: Round, clf: model.Classifier | None) -> model.Classifier:
+    """Train: fine-tune the round's student on L; commits model/ with train.json."""
+    rnd, folder = now.number, now.folder
+    if folder.train_file.is_file():
+        clf = model.load(folder.model)
     else:
-        if not config.warm_start or rnd == 0:  # --from-base: every round's student starts afresh
-            clf = model.from_base(config.model, classes)
-        elif clf is None:  # resuming: continue from the previous round's weights
-            clf = model.load(out / f"round-{rnd - 1:02d}" / "model")
+        clf = _student(ctx, rnd, clf)
         clock = model.timer()
-        trained = _train(rnd, config, run_data, state, clf, lower, progress)
+        trained = _fine_tune(ctx, state, rnd, clf)
         seconds = clock()
-        with files.atomic_dir(checkpoint) as tmp:
+        with files.atomic_dir(folder.model) as tmp:
             clf.save(tmp)
-            files.write_json(tmp / "train.json", {
+            files.write_json(tmp / rundir.TRAIN_FILE, {
                 "losses": trained.losses, "steps": trained.steps, "epochs": trained.epochs,
                 "best_epoch": trained.best_epoch, "dev_accuracy": trained.dev_accuracy, "seconds": seconds,
             })
         _crash_point("train", rnd)
-    trained_facts = json.loads((checkpoint / "train.json").read_text())
-    record["train_loss"] = trained_facts["losses"][-1]
-    record["train"] = {k: trained_facts.get(k) for k in ("steps", "epochs", "best_epoch", "dev_accuracy")}
-    timings = {"train": trained_facts["seconds"]}
+    facts = json.loads(folder.train_file.read_text())
+    now.record["train_loss"] = facts["losses"][-1]
+    now.record["train"] = {k: facts.get(k) for k in ("steps", "epochs", "best_epoch", "dev_accuracy")}
+    now.timings["train"] = facts["seconds"]
+    return clf
 
+
+def _student(ctx: Context, rnd: int, clf: model.Classifier | None) -> model.Classifier:
+    """The model round `rnd` fine-tunes: the base encoder, or (warm start) the last round's model."""
+    if not ctx.config.warm_start or rnd == 0:  # --from-base: every round's student starts afresh
+        return model.from_base(ctx.config.model, ctx.data.classes)
+    if clf is None:  # resuming: continue from the previous round's weights
+        return model.load(ctx.run.round(rnd - 1).model)
+    return clf
+
+
+def _export(ctx: Context, now: Round, clf: model.Classifier) -> Scorer:
+    """Export: the student as ONNX; commits onnx/ and returns a scorer on it."""
     clock = model.timer()
-    if not (round_dir / "onnx" / onnx.ONNX_FILE).is_file():
-        onnx.export(clf, round_dir / "onnx")
-        _crash_point("export", rnd)
-    scorer = Scorer.open(round_dir / "onnx", threads=config.threads)
-    timings["export"] = clock()
+    if not now.folder.onnx_file.is_file():
+        onnx.export(clf, now.folder.onnx)
+        _crash_point("export", now.number)
+    scorer = Scorer.open(now.folder.onnx, threads=ctx.config.threads)
+    now.timings["export"] = clock()
+    return scorer
 
-    evaluation = round_dir / "eval.json"
-    if not evaluation.is_file():
+
+def _evaluate(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> None:
+    """Evaluate: metrics on dev (and test); commits eval.json and updates the early-stopping tally."""
+    if not now.folder.evaluation.is_file():
         clock = model.timer()
-        result = {split: metrics.evaluate(_score(scorer, frame, config, progress, f"round {rnd}: {split}"),
-                                          classes)
-                  for split, frame in (("dev", run_data.dev), ("test", run_data.test)) if frame is not None}
-        files.write_json(evaluation, {**result, "seconds": clock()})
-    evaluated = json.loads(evaluation.read_text())
-    timings["evaluate"] = evaluated.pop("seconds")
-    record.update(evaluated)
-    state.observe(rnd, record["dev"]["accuracy"])
-    log.info("round %d: labelled %d, dev accuracy %.4f", rnd, state.labelled.height, record["dev"]["accuracy"])
+        splits = (("dev", ctx.data.dev), ("test", ctx.data.test))
+        result = {split: metrics.evaluate(_score(ctx, scorer, frame, f"round {now.number}: {split}"),
+                                          ctx.data.classes)
+                  for split, frame in splits if frame is not None}
+        files.write_json(now.folder.evaluation, {**result, "seconds": clock()})
+    evaluated = json.loads(now.folder.evaluation.read_text())
+    now.timings["evaluate"] = evaluated.pop("seconds")
+    now.record.update(evaluated)
+    state.observe(now.number, now.record["dev"]["accuracy"])
+    log.info("round %d: labelled %d, dev accuracy %.4f", now.number, state.labelled.height,
+             now.record["dev"]["accuracy"])
 
-    selected = None
+
+def _stop_before_selection(config: SelfTrainConfig, state: RunState, rnd: int) -> Stop | None:
+    """Whether the run ends with round `rnd`: patience spent, --max-rounds reached or the pool empty."""
     if state.stale >= config.patience:
-        stop_reason = f"dev accuracy did not improve for {state.stale} round(s) (patience {config.patience})"
-    elif rnd == config.max_rounds:
-        stop_reason = f"reached --max-rounds {config.max_rounds}"
-    elif state.pool.height == 0:
-        stop_reason = "the unlabelled pool is empty"
+        return Stop("patience", f"dev accuracy did not improve for {state.stale} round(s) "
+                                f"(patience {config.patience})")
+    if rnd == config.max_rounds:
+        return Stop("max_rounds", f"reached --max-rounds {config.max_rounds}")
+    if state.pool.height == 0:
+        return Stop("pool_empty", "the unlabelled pool is empty")
+    return None
+
+
+def _score_pool(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> pl.DataFrame:
+    """Score: the pool U with the round's model; commits scored.parquet."""
+    stage = f"round {now.number}: score pool"
+
+    def score() -> pl.DataFrame:
+        if ctx.config.engine == "ray":  # --engine ray: the pool is scored by Ray actors
+            from xlc.ray_engine import score_pool
+            return score_pool(state.pool, now.folder.onnx, ctx.config,
+                              lambda done, total: ctx.progress(stage, done, total))
+        return _score(ctx, scorer, state.pool, stage)
+
+    return _commit_frame(now, "score", now.folder.scored, score)
+
+
+def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> pl.DataFrame:
+    """Select: the selector's pseudo-labels, each with its round and selector; commits selected.parquet."""
+    config, rnd = ctx.config, now.number
+
+    def select() -> pl.DataFrame:
+        counts = dict(state.labelled["label"].value_counts().iter_rows())
+        chosen = selectors.select(config.selector, scored, config.selector_options,
+                                  selectors.SelectionContext(ctx.data.classes, counts, rnd))
+        return chosen.select(
+            "id", "text", "lang", "label", "confidence",
+            pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),
+            *(["probs"] if config.targets == "soft" else []),  # the teacher's distribution, to train on
+        )
+
+    return _commit_frame(now, "select", now.folder.selected, select)
+
+
+def _commit_frame(now: Round, phase: str, path: Path, make: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """A phase's frame: read back when committed, else made and committed atomically; timed either way."""
+    clock = model.timer()
+    if path.is_file():
+        frame = pl.read_parquet(path)
     else:
-        stop_reason = ""
-        selected = _select(rnd, config, scorer, state, classes, round_dir, timings, progress)
-        if selected.height == 0:
-            stop_reason = f"selector {config.selector!r} took no texts"
-    record["timings"] = timings
-    record.update(_selection_facts(selected, classes, run_data.pool_gold))
-    record["stop_reason"] = stop_reason
-    files.write_json(round_dir / "metrics.json", record)
-    state.rounds.append(record)
-    if selected is not None and not stop_reason:
+        frame = make()
+        data_mod.write_parquet(frame, path)
+        _crash_point(phase, now.number)
+    now.timings[phase] = clock()
+    return frame
+
+
+def _close(ctx: Context, state: RunState, now: Round, selected: pl.DataFrame | None, stop: Stop | None) -> None:
+    """Close: commit metrics.json, which closes the round; then move the selection from U to L."""
+    now.record["timings"] = now.timings
+    now.record.update(_selection_facts(selected, ctx.data.classes, ctx.data.pool_gold))
+    now.record["stop_reason"] = stop.reason if stop else ""
+    now.record["stop_code"] = stop.code if stop else ""
+    files.write_json(now.folder.metrics, now.record)
+    state.rounds.append(now.record)
+    state.stop = stop
+    if selected is not None and stop is None:
         state.take(selected)
-    _prune_checkpoints(out, keep={state.best_round, rnd})
-    return clf, stop_reason
+    rundir.prune(ctx.run, keep={state.best_round, now.number})
 
 
-def _train(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
-           clf: model.Classifier, lower: Lower, progress: Progress) -> model.TrainResult:
+# ---- helpers -------------------------------------------------------------------------------------
+
+def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -> model.TrainResult:
     """Fine-tune `clf` on the labelled set; with --select-epoch keep its best epoch on dev."""
+    config, run_data = ctx.config, ctx.data
     index = {c: i for i, c in enumerate(run_data.classes)}
     settings = model.TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
@@ -364,66 +382,24 @@ def _train(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state:
     frozen = model.frozen_layers(clf, config.train_layers)
     features = None
     if frozen:  # the frozen layers' outputs, in the same groups on a resumed run: bit-identical
-        if lower.features is None:
-            lower.features = model.LowerLayers(clf, frozen, config.max_length)
-        features = lower.features
+        if ctx.features is None:
+            ctx.features = model.LowerLayers(clf, frozen, config.max_length)
+        features = ctx.features
         features.clf = clf
         for group in (run_data.train, run_data.dev, *state.pseudo):
             features.add(group["text"].to_list())
     return model.fine_tune(
         clf, state.labelled["text"].to_list(), labels, settings,
-        on_step=lambda s, n, _loss: progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
+        on_step=lambda s, n, _loss: ctx.progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
     )
 
 
-@dataclass
-class Lower:
-    """The run's cache of frozen lower-layer outputs (see `model.LowerLayers`), made on first use."""
-
-    features: model.LowerLayers | None = None
-
-
-def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, classes: tuple[str, ...],
-            round_dir: Path, timings: dict, progress: Progress) -> pl.DataFrame:
-    """Score the pool and run the selector; both results are committed to `round_dir`."""
-    scored_file, selected_file = round_dir / "scored.parquet", round_dir / "selected.parquet"
-    clock = model.timer()
-    if scored_file.is_file():
-        scored_pool = pl.read_parquet(scored_file)
-    else:
-        if config.engine == "ray":  # --engine ray: the pool is scored by Ray actors
-            from xlc.ray_engine import score_pool
-            scored_pool = score_pool(state.pool, round_dir / "onnx", config,
-                                     lambda done, total: progress(f"round {rnd}: score pool", done, total))
-        else:
-            scored_pool = _score(scorer, state.pool, config, progress, f"round {rnd}: score pool")
-        data_mod.write_parquet(scored_pool, scored_file)
-        _crash_point("score", rnd)
-    timings["score"] = clock()
-    clock = model.timer()
-    if selected_file.is_file():
-        selected = pl.read_parquet(selected_file)
-    else:
-        context = selectors.SelectionContext(classes, dict(state.labelled["label"].value_counts().iter_rows()), rnd)
-        chosen = selectors.select(config.selector, scored_pool, config.selector_options, context)
-        selected = chosen.select(
-            "id", "text", "lang", "label", "confidence",
-            pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),
-            *(["probs"] if config.targets == "soft" else []),  # the teacher's distribution, to train on
-        )
-        data_mod.write_parquet(selected, selected_file)
-        _crash_point("select", rnd)
-    timings["select"] = clock()
-    return selected
-
-
-def _score(scorer: Scorer, frame: pl.DataFrame, config: SelfTrainConfig, progress: Progress,
-           stage: str) -> pl.DataFrame:
+def _score(ctx: Context, scorer: Scorer, frame: pl.DataFrame, stage: str) -> pl.DataFrame:
     if "label" in frame.columns:
         frame = frame.rename({"label": "gold"})
     return scorer.score(
-        frame, batch_size=config.score_batch_size, max_length=config.max_length,
-        progress=lambda done, total: progress(stage, done, total),
+        frame, batch_size=ctx.config.score_batch_size, max_length=ctx.config.max_length,
+        progress=lambda done, total: ctx.progress(stage, done, total),
     )
 
 
@@ -437,24 +413,6 @@ def _selection_facts(selected: pl.DataFrame | None, classes: tuple[str, ...],
         "selected_per_class": {c: counts.get(c, 0) for c in classes},
         "pseudo_precision": metrics.pseudo_label_precision(selected, gold),
     }
-
-
-def _publish(round_dir: Path, target: Path) -> None:
-    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it)."""
-    with files.atomic_dir(target, "model") as tmp:
-        for item in (round_dir / "model").iterdir():
-            if item.name not in ("train.json", files.MARKER):
-                files.link_or_copy(item, tmp / item.name)
-        files.link_or_copy(round_dir / "onnx" / onnx.ONNX_FILE, tmp / onnx.ONNX_FILE)
-
-
-def _prune_checkpoints(out: Path, keep: set[int]) -> None:
-    """Drop Hugging Face checkpoints of closed rounds that are neither best nor latest."""
-    for checkpoint in out.glob("round-*/model"):
-        rnd = int(checkpoint.parent.name.split("-")[1])
-        if rnd not in keep and (checkpoint.parent / "metrics.json").is_file() and \
-                (files.is_marked(checkpoint) or (checkpoint / "train.json").is_file()):
-            shutil.rmtree(checkpoint)
 
 
 def _empty_pseudo(pool: pl.DataFrame) -> pl.DataFrame:

@@ -97,17 +97,6 @@ def quantize_int8(model_dir: Path) -> Path:
     return target
 
 
-def find_model(path: Path) -> Path:
-    """The folder holding model.onnx: `path` itself, or a run folder's `best/`."""
-    for candidate in (path, path / "best", path / "onnx"):
-        if (candidate / ONNX_FILE).is_file():
-            return candidate
-    raise XlcError(
-        f"{path}: no {ONNX_FILE} here or in its best/ folder; pass a run folder, its best/ or "
-        f"final/ folder, or a folder written by `xlc export`"
-    )
-
-
 def session(model_dir: Path, threads: int | None = None, provider: str = "cpu", int8: bool = False):
     """Open one ONNX Runtime session for `model_dir/model.onnx` (or its int8 twin).
 

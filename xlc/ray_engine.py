@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx, scoring
+from xlc import data, files, onnx, rundir, scoring
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
 from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, check_resumable, predictions
@@ -352,7 +352,7 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     """
     options = options or RayOptions()
     start = time.perf_counter()
-    model_dir = onnx.find_model(Path(job.model))
+    model_dir = rundir.find_model(Path(job.model))
     paths = input_files(job.input, Path(job.output))
     sources = plan_sources(job, paths)  # bad input fails before the slow quantisation
     if job.int8 and not (model_dir / onnx.INT8_FILE).is_file():

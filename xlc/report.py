@@ -22,6 +22,7 @@ import polars as pl
 from xlc import files
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.rundir import RunDir
 
 log = logging.getLogger("xlc")
 
@@ -40,7 +41,11 @@ def _version(dist: str) -> str:
 
 
 def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict], best_round: int,
-          stop_reason: str) -> dict:
+          stop_reason: str, stop_code: str) -> dict:
+    """report.json: the settings, every round's record, the best round and why the run stopped.
+
+    `stop_reason` is a sentence for people; `stop_code` the same for programs (see loop.STOP_CODES).
+    """
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
@@ -48,6 +53,7 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "rounds": rounds,
         "best_round": best_round,
         "stop_reason": stop_reason,
+        "stop_code": stop_code,
         "versions": {d: _version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
                                                "onnxruntime", "polars")},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -126,20 +132,22 @@ def write(out: Path, summary: dict) -> list[Path]:
 
     A plot that fails is logged and left out: it never costs a finished run its report.
     """
-    files.write_json(out / "report.json", summary)
+    run = RunDir(out)
+    files.write_json(run.report, summary)
     try:
         plots = write_plots(out, summary)
     except Exception as exc:  # noqa: BLE001 - plotting is a courtesy at the end of a long run
         log.warning("report plots not written: %s: %s (report.md and report.json are)",
                     type(exc).__name__, exc)
         plots = []
-    files.write_text(out / "report.md", markdown(summary, plots))
+    files.write_text(run.report_md, markdown(summary, plots))
     return plots
 
 
 def render(run_dir: Path) -> list[Path]:
     """Redraw report.md and the plots of a run folder from its report.json; return what was written."""
-    source = Path(run_dir) / "report.json"
+    run = RunDir(Path(run_dir))
+    source = run.report
     if not source.is_file():
         raise XlcError(f"{run_dir}: no report.json here; pass a folder written by `xlc selftrain`")
     try:
@@ -150,13 +158,13 @@ def render(run_dir: Path) -> list[Path]:
         raise XlcError(f"{source}: no rounds in it; is it an xlc run report?")
     try:
         markdown(summary)  # reads every field the report shows: a damaged file fails here, before any write
-        plots = write_plots(Path(run_dir), summary)
+        plots = write_plots(run.path, summary)
         text = markdown(summary, plots)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise XlcError(f"{source}: not a report as `xlc selftrain` writes it ({type(exc).__name__}: {exc}); "
                        f"restore the file or run the self-training again") from None
-    files.write_text(Path(run_dir) / "report.md", text)
-    return [*plots, Path(run_dir) / "report.md"]
+    files.write_text(run.report_md, text)
+    return [*plots, run.report_md]
 
 
 # ---- plots ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx
+from xlc import data, files, onnx, rundir
 from xlc.config import MAX_THREADS
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE, FastTokenizer, max_positions, read_meta
@@ -253,7 +253,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     An input without rows gives an output without rows (and no parts folder).
     """
     start = time.perf_counter()
-    model_dir = onnx.find_model(Path(job.model))
+    model_dir = rundir.find_model(Path(job.model))
     source, total = _source(job)  # bad input fails before the model is opened (or quantised)
     with ExitStack() as stack:
         try:

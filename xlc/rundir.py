@@ -1,0 +1,237 @@
+"""The run folder of `xlc selftrain` (`--out DIR`): its layout, fingerprint, lock, publish and prune.
+
+`RunDir` and `RoundDir` name the files and folders a run writes (besides the report's plots,
+`report.PLOTS`, and the `.xlc` markers); only this module spells those names, and the loop,
+the CLI, the API, the report and the benchmarks ask it for paths.
+The loop commits each round's phases into `round-NN/`; at the end `best/` and `final/` are
+published from the best and the last round, and report.json marks the run finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from xlc import data, files
+from xlc.config import SelfTrainConfig
+from xlc.errors import XlcError
+from xlc.modeldir import META_FILE
+from xlc.onnx import ONNX_FILE
+
+RUN_FILE = "run.json"
+TRAIN_FILE = "train.json"
+ROUND_PREFIX = "round-"
+
+
+class RoundDir:
+    """`round-NN/`: one round's phase outputs, each committed atomically, in the order the loop writes them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.model = path / "model"  # train: the Hugging Face checkpoint; pruned unless best or latest
+        self.train_file = self.model / TRAIN_FILE  # train: its facts, committed inside model/
+        self.onnx = path / "onnx"  # export: model.onnx with tokenizer and class names
+        self.onnx_file = self.onnx / ONNX_FILE
+        self.evaluation = path / "eval.json"  # evaluate: dev (and test) metrics
+        self.scored = path / "scored.parquet"  # score: the scored pool
+        self.selected = path / "selected.parquet"  # select: the pseudo-labels taken
+        self.metrics = path / "metrics.json"  # close: the round's record; written last, it closes the round
+
+    @property
+    def number(self) -> int:
+        return int(self.path.name.removeprefix(ROUND_PREFIX))
+
+    @property
+    def closed(self) -> bool:
+        return self.metrics.is_file()
+
+    def __repr__(self) -> str:
+        return f"RoundDir({str(self.path)!r})"
+
+
+class RunDir:
+    """An `xlc selftrain` output folder: the path of each of its parts, whether it exists yet or not."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config = path / "config.toml"  # every setting, resolved: `xlc selftrain --config` reruns it
+        self.run_file = path / RUN_FILE  # the fingerprint a resume must match
+        self.lock = path / ".lock"  # held while a process works on the run
+        self.inputs = path / "inputs"  # in-memory data handed to the Python API
+        self.best, self.final = path / "best", path / "final"  # the best-on-dev and the last model
+        self.pseudo_labels = path / "pseudo_labels.parquet"  # every pseudo-label of the run
+        self.report, self.report_md = path / "report.json", path / "report.md"  # written last: it is finished
+
+    def round(self, number: int) -> RoundDir:
+        return RoundDir(self.path / f"{ROUND_PREFIX}{number:02d}")
+
+    def rounds(self) -> list[RoundDir]:
+        """The round folders on disk, by number."""
+        found = [RoundDir(p) for p in self.path.glob(f"{ROUND_PREFIX}*")
+                 if p.name.removeprefix(ROUND_PREFIX).isdigit()]
+        return sorted(found, key=lambda r: r.number)
+
+    def input(self, role: str) -> Path:
+        """Where the Python API saves in-memory `role` data (train, unlabeled, dev, test)."""
+        return self.inputs / f"{role}.parquet"
+
+    def model_folders(self) -> list[Path]:
+        """The folders holding weights (~470 MB each with the default encoder): best/, final/, each round's."""
+        folders = [self.best, self.final, *(p for r in self.rounds() for p in (r.onnx, r.model))]
+        return [p for p in folders if p.exists()]
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+def find_model(path: Path) -> Path:
+    """The folder holding model.onnx: `path` itself, a run folder's `best/` or a round folder's `onnx/`."""
+    for candidate in (path, RunDir(path).best, RoundDir(path).onnx):
+        if (candidate / ONNX_FILE).is_file():
+            return candidate
+    raise XlcError(f"{path}: no {ONNX_FILE} here or in its best/ folder; pass a run folder, its best/ or "
+                   f"final/ folder, or a folder written by `xlc export`")
+
+
+def find_checkpoint(path: Path) -> Path:
+    """The folder holding Hugging Face weights: a run folder's `best/`, or `path` itself."""
+    best = RunDir(path).best
+    source = best if (best / META_FILE).is_file() else path
+    if not (source / "config.json").is_file():
+        raise XlcError(f"--model {path}: no Hugging Face weights here or in best/; pass a run folder")
+    return source
+
+
+# ---- starting and resuming -------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(config: SelfTrainConfig) -> dict:
+    """What a resumed run must share with the interrupted one: settings, input bytes, model."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "out"}
+    roles = {"demo": str(data.demo_path())} if config.uses_demo else {
+        role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
+        if getattr(config, role)}
+    inputs = {role: _sha256(Path(path)) for role, path in roles.items()}
+    base = Path(config.model)
+    weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
+    model_id = {"model": config.model, **{p.name: p.stat().st_size for p in weights}}
+    return {"settings": settings, "inputs": inputs, "model": model_id}
+
+
+def check_out(out: Path) -> dict | None:
+    """Refuse an output folder that xlc must not write into; writes nothing.
+
+    Returns the fingerprint of the unfinished run the folder holds, or None for a new run
+    (a missing or empty folder, or one xlc made). A file, a finished run and a folder with
+    files that xlc did not write are refused.
+    """
+    run = RunDir(out)
+    if out.exists() and not out.is_dir():
+        raise XlcError(f"--out {out}: exists and is not a folder; choose another path")
+    if run.report.exists():
+        raise XlcError(f"--out {out}: already holds a finished run; choose another folder or delete it")
+    if run.run_file.is_file():
+        try:
+            found = json.loads(run.run_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            found = None
+        if not (isinstance(found, dict) and {"settings", "inputs", "model"} <= set(found)):
+            raise XlcError(f"--out {out}: its {RUN_FILE} is not an xlc run's; choose another folder")
+        return found
+    if out.is_dir() and not files.is_marked(out) and any(out.iterdir()):
+        raise XlcError(f"--out {out}: a folder with files that xlc did not write (no {RUN_FILE}); "
+                       f"choose a new or empty folder")
+    return None
+
+
+@contextmanager
+def _creating(out: Path) -> Iterator[None]:
+    """Create `out` with its marker, then run the block's writes; a failed write is named with its fix."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not files.is_marked(out):
+            files.mark(out, "run")
+        yield
+    except OSError as exc:
+        raise XlcError(f"--out {out}: cannot write there ({exc.strerror}); {files.advice(exc)}") from None
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[dict | None]:
+    """Claim the run folder `out` for this process; yields `check_out(out)`, taken under the lock.
+
+    Creates `out` with its marker and holds an OS lock on `out/.lock` (released when the
+    process ends, even when killed): a second process on the same folder is refused and
+    told the first one's pid. A folder this call created is removed again if the block
+    fails before writing anything into it.
+    """
+    check_out(out)  # before the first write
+    created = not out.exists()
+    with _creating(out):
+        pass  # the folder and its marker only
+    try:
+        with files.locked(RunDir(out).lock, f"--out {out}"):
+            yield check_out(out)
+    finally:
+        if created and {p.name for p in out.iterdir()} <= {files.MARKER}:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def resumes(out: Path, stamp: dict) -> bool:
+    """True when `out` holds an unfinished run with the fingerprint `stamp`; False for a new run.
+
+    A finished run, a folder xlc did not write, or a run made with other settings, data or
+    model, is refused with what differs.
+    """
+    found = check_out(out)
+    if found is None:
+        return False
+    differs = [f"{part} {key}" for part in ("settings", "inputs", "model")
+               for key in sorted(set(found.get(part, {})) | set(stamp[part]))
+               if found.get(part, {}).get(key) != stamp[part].get(key)]
+    if differs:
+        given = {d.split(" ", 1)[1] for d in differs if d.startswith("settings ")}
+        changed = [d for d in differs if d.startswith("inputs ") and d.split(" ", 1)[1] not in given
+                   or d.startswith("model ") and "model" not in given]
+        fix = (f"{', '.join(changed)} changed on disk since it started, so it cannot be resumed: restore "
+               f"them" if changed else f"resume it with its own settings (xlc selftrain --resume {out})")
+        raise XlcError(f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
+                       f"{fix}, or choose another folder")
+    return True
+
+
+def start(out: Path, config: SelfTrainConfig, stamp: dict) -> None:
+    """Start a new run in `out`: its marker, config.toml (reruns it) and run.json (the fingerprint)."""
+    run = RunDir(out)
+    with _creating(out):
+        config.write_toml(run.config)
+        files.write_json(run.run_file, stamp)
+
+
+# ---- finishing ----------------------------------------------------------------------------------
+
+def publish(source: RoundDir, target: Path) -> None:
+    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it)."""
+    with files.atomic_dir(target, "model") as tmp:
+        for item in source.model.iterdir():
+            if item.name not in (TRAIN_FILE, files.MARKER):
+                files.link_or_copy(item, tmp / item.name)
+        files.link_or_copy(source.onnx_file, tmp / ONNX_FILE)
+
+
+def prune(run: RunDir, keep: set[int]) -> None:
+    """Drop the Hugging Face checkpoints of closed rounds that are not in `keep` (the best and the latest)."""
+    for rnd in run.rounds():
+        if rnd.number not in keep and rnd.closed and (files.is_marked(rnd.model) or rnd.train_file.is_file()):
+            shutil.rmtree(rnd.model)
