@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
-from xlc import data
+from xlc import data, files
 from xlc.default_model import NAME as DEFAULT_MODEL
 from xlc.errors import XlcError
 
@@ -113,9 +113,7 @@ class SelfTrainConfig:
         return {k: v for k, v in values.items() if v is not None}
 
     def write_toml(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(tomli_w.dumps(self.to_dict()))
-        tmp.replace(path)
+        files.write_text(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> SelfTrainConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -261,11 +261,17 @@ def load_demo(targets: Sequence[str] = DEMO_TARGETS) -> RunData:
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write a Parquet file atomically (temp file in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write a Parquet file atomically."""
+    write_with(path, frame.write_parquet)
+
+
+def write_with(path: Path, write: Callable[[Path], object]) -> None:
+    """Write `path` atomically: `write` (`write_parquet`, `sink_parquet`, ...) gets the temp path.
+
+    A failed write (a full disk, say) is a one-line error naming `path`.
+    """
     try:
-        frame.write_parquet(tmp)
-        files.commit(tmp, path)
+        with files.atomic_file(path) as tmp:
+            write(tmp)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        tmp.unlink(missing_ok=True)
         raise files.write_error(path, exc) from None

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from xlc import files
 from xlc.errors import XlcError
 
 NAME = "multilingual-e5-small"
@@ -145,11 +145,9 @@ def convert(target: Path) -> Path:
     config = BertConfig(**cfg, pad_token_id=1)
     model = BertModel(config, add_pooling_layer=False)
     model.load_state_dict(_bert_state_dict(cfg, tensors), strict=True)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    build_tokenizer().save_pretrained(tmp)
-    os.replace(tmp, target)
+    with files.atomic_dir(target, kind="default model") as tmp:
+        model.save_pretrained(tmp)
+        build_tokenizer().save_pretrained(tmp)
     return target
 
 

@@ -1,7 +1,8 @@
 """Atomic writes, output markers and locks.
 
-A reader never sees a half-written file or folder; a folder is replaced or deleted only when
-xlc made it (its `.xlc` marker says so); one process at a time writes an output (`locked`).
+A reader never sees a half-written file or folder: every file goes through `atomic_file`, every
+output folder through `atomic_dir`. A folder is replaced or deleted only when xlc made it (its
+`.xlc` marker says so); one process at a time writes an output (`locked`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,32 @@ def commit(tmp: Path, path: Path) -> None:
     fsync(path.parent)
 
 
+def temp_path(path: Path) -> Path:
+    """The hidden name beside `path` that an atomic write of `path` goes through."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` to write whole; on success it is committed over `path`.
+
+    The block writes the temp path itself or hands it to a library that wants a path
+    (`savefig`, `write_parquet`, ...). The file and its folder are fsynced (see `commit`).
+    On any exception the temp file is removed and the exception re-raised: an existing
+    `path` is left as it was. A temp file left by a killed process is replaced.
+    """
+    tmp = temp_path(path)
+    if tmp.is_symlink() or tmp.is_file():  # never write through a stale link
+        tmp.unlink()
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def is_io_error(exc: BaseException) -> bool:
     """An OSError, or a serializer's error that wraps one (safetensors, polars, onnx say 'os error')."""
     return isinstance(exc, OSError) or "os error" in str(exc) or "I/O error" in str(exc)
@@ -63,10 +90,15 @@ def write_error(path: Path, exc: BaseException) -> XlcError:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then commit it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    commit(tmp, path)
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: Path, blob: bytes) -> None:
+    """Write `blob` to `path` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(blob)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -81,7 +113,7 @@ def mark(folder: Path, kind: str) -> None:
     """Claim `folder` as xlc's own output (`kind`: run, model, export, score parts, ...)."""
     from xlc import __version__
 
-    (folder / MARKER).write_text(json.dumps({"made_by": "xlc", "kind": kind, "version": __version__}) + "\n")
+    write_text(folder / MARKER, json.dumps({"made_by": "xlc", "kind": kind, "version": __version__}) + "\n")
 
 
 def is_marked(folder: Path) -> bool:
@@ -174,7 +206,7 @@ def atomic_dir(path: Path, kind: str = "model", option: str = "", overwrite: boo
     before any write. `option` names the path in errors (e.g. "--out").
     """
     check_replaceable(path, option, overwrite, kind)
-    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    tmp, old = temp_path(path), path.with_name(f".{path.name}.old")
     _clear_tmp(tmp)
     _clear_tmp(old)
     try:
@@ -199,13 +231,6 @@ def atomic_dir(path: Path, kind: str = "model", option: str = "", overwrite: boo
             commit(tmp, path)
     except OSError as exc:
         raise write_error(path, exc) from exc
-
-
-def write_bytes(path: Path, blob: bytes) -> None:
-    """Write `blob` to a temp file beside `path`, then commit it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(blob)
-    commit(tmp, path)
 
 
 class Busy(XlcError):

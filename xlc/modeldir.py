@@ -9,13 +9,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from xlc import files
 from xlc.errors import XlcError
 
 META_FILE = "xlc.json"
 
 
 def write_meta(path: Path, classes: Sequence[str], text_prefix: str) -> None:
-    (path / META_FILE).write_text(json.dumps({"classes": list(classes), "text_prefix": text_prefix}, indent=2))
+    files.write_text(path / META_FILE, json.dumps({"classes": list(classes), "text_prefix": text_prefix}, indent=2))
 
 
 def read_meta(path: Path) -> dict:

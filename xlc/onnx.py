@@ -63,7 +63,7 @@ def optimize(model_dir: Path, level: str) -> None:
     with atomic_dir(scratch, "scratch") as tmp:
         optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
         optimized = next(tmp.glob("*.onnx"))
-        os.replace(optimized, model_dir / ONNX_FILE)
+        files.commit(optimized, model_dir / ONNX_FILE)
     if files.is_marked(scratch):
         shutil.rmtree(scratch)
 
@@ -77,21 +77,19 @@ def quantize_int8(model_dir: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = model_dir / INT8_FILE
-    tmp = model_dir / f".{INT8_FILE}.tmp"
     try:
         with files.locked(model_dir / INT8_LOCK, f"{model_dir} (int8 quantisation)", wait=True):
             if target.is_file():  # written by the process we waited for
                 return target
-            try:
-                quantize_dynamic(model_dir / ONNX_FILE, tmp, weight_type=QuantType.QInt8,
-                                 extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fused graphs too
-            except Exception as exc:
-                tmp.unlink(missing_ok=True)
-                if files.is_io_error(exc):
-                    raise files.write_error(target, exc) from None
-                raise XlcError(f"{model_dir / ONNX_FILE}: cannot be quantised to int8 ({first_line(exc)}); "
-                               f"the model folder is damaged: export it again") from None
-            os.replace(tmp, target)
+            with files.atomic_file(target) as tmp:
+                try:
+                    quantize_dynamic(model_dir / ONNX_FILE, tmp, weight_type=QuantType.QInt8,
+                                     extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fused graphs too
+                except Exception as exc:
+                    if files.is_io_error(exc):
+                        raise files.write_error(target, exc) from None
+                    raise XlcError(f"{model_dir / ONNX_FILE}: cannot be quantised to int8 ({first_line(exc)}); "
+                                   f"the model folder is damaged: export it again") from None
     except OSError as exc:
         raise XlcError(f"{model_dir}: cannot write {INT8_FILE} there ({exc.strerror or exc}); "
                        f"{files.advice(exc)}, e.g. `xlc export --int8 --out NEW` from the run folder, "

@@ -333,7 +333,7 @@ def prepare_output(job: ScoreJob, wanted: dict) -> Path:
             raise XlcError(f"--output {out} holds a finished run; pass --overwrite to replace it")
         else:
             check_resumable(manifest, wanted, out)
-            for tmp in out.glob(".part-*.tmp"):  # a write cut short by a kill
+            for tmp in out.glob(files.temp_path(out / "part-*").name):  # a write cut short by a kill
                 tmp.unlink()
             return out
     out.mkdir(parents=True, exist_ok=True)

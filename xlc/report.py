@@ -177,9 +177,8 @@ def figure(width: float = 7.5, height: float = 4.2) -> Figure:
 
 def save_png(fig: Figure, path: Path) -> Path:
     """Save `fig` as a PNG atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    files.commit(tmp, path)
+    with files.atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

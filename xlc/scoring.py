@@ -268,7 +268,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
             empty = pl.DataFrame(schema={"id": source.collect_schema()["id"], "label": pl.String,
                                          "confidence": pl.Float32,
                                          **{f"p_{name}": pl.Float32 for name in scorer.classes}})
-            _commit_output(job, lambda tmp: empty.write_parquet(tmp))
+            data.write_with(job.output, empty.write_parquet)
             return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
         parts = _prepare_parts(job, model_dir)
         done, resumed = 0, 0
@@ -289,7 +289,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
         all_parts = pl.scan_parquet(parts / "part-*.parquet")
         per_class = dict(all_parts.group_by("label").len().drop_nulls().sort("label").collect().iter_rows())
         empty_texts = all_parts.select(pl.col("label").null_count()).collect().item()
-        _commit_output(job, all_parts.sink_parquet)
+        data.write_with(job.output, all_parts.sink_parquet)
         shutil.rmtree(parts)
     return ScoreSummary(done, time.perf_counter() - start, per_class, empty_texts, resumed, job.output)
 
@@ -297,17 +297,6 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
 def lock_file(output: Path) -> Path:
     """The lock file beside a score output: held while a process writes that output."""
     return output.with_name(f".{output.name}.lock")
-
-
-def _commit_output(job: ScoreJob, write: Callable[[Path], object]) -> None:
-    """`write` the output to a temp file beside it, then rename it into place."""
-    tmp = job.output.with_name(f".{job.output.name}.tmp")
-    try:
-        write(tmp)
-        files.commit(tmp, job.output)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise files.write_error(job.output, exc) from None
 
 
 def check_resumable(manifest: Path, wanted: dict[str, object], where: Path) -> None:
