@@ -178,7 +178,7 @@ def list_selectors(as_json: bool) -> None:
 
     Plugins that failed to load are reported on stderr; the others are still listed.
     """
-    from xlc.selectors.manager import PLUGINS_ENV, describe
+    from xlc.selectors.registry import PLUGINS_ENV, describe
 
     listing = describe()
     if as_json:

@@ -238,8 +238,9 @@ def selftrain(
 ) -> RunResult:
     """Run (or resume) self-training as `config` says; everything goes under `config.out`."""
     progress = progress or _no_progress
-    # fail before any work, and record the options as the selector will see them
-    config = config.replace(selector_options=selectors.resolve_options(config.selector, config.selector_options))
+    # fail before any work, and record the options as the selector will see them (resolved once, here)
+    selector = selectors.prepare(config.selector, config.selector_options)
+    config = config.replace(selector_options=dict(selector.options))
     out = Path(config.out)
     run_data = run_data or load_data(config)
     if prepare_out(out, config, fingerprint(config)):
@@ -251,7 +252,7 @@ def selftrain(
     clf: model.Classifier | None = None
     lower = Lower()
     while not stop_reason:
-        clf, stop_reason = _round(len(state.rounds), config, run_data, state, clf, lower, out, progress)
+        clf, stop_reason = _round(len(state.rounds), config, selector, run_data, state, clf, lower, out, progress)
 
     last = out / f"round-{len(state.rounds) - 1:02d}"
     _publish(last, out / "final")
@@ -268,8 +269,8 @@ def selftrain(
     )
 
 
-def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state: RunState,
-           clf: model.Classifier | None, lower: Lower, out: Path,
+def _round(rnd: int, config: SelfTrainConfig, selector: selectors.Prepared, run_data: data_mod.RunData,
+           state: RunState, clf: model.Classifier | None, lower: Lower, out: Path,
            progress: Progress) -> tuple[model.Classifier, str]:
     """One round, reusing whatever of it was already committed; returns the model and stop reason."""
     round_dir = out / f"round-{rnd:02d}"
@@ -329,7 +330,7 @@ def _round(rnd: int, config: SelfTrainConfig, run_data: data_mod.RunData, state:
         stop_reason = "the unlabelled pool is empty"
     else:
         stop_reason = ""
-        selected = _select(rnd, config, scorer, state, classes, round_dir, timings, progress)
+        selected = _select(rnd, config, selector, scorer, state, classes, round_dir, timings, progress)
         if selected.height == 0:
             stop_reason = f"selector {config.selector!r} took no texts"
     record["timings"] = timings
@@ -383,8 +384,8 @@ class Lower:
     features: model.LowerLayers | None = None
 
 
-def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, classes: tuple[str, ...],
-            round_dir: Path, timings: dict, progress: Progress) -> pl.DataFrame:
+def _select(rnd: int, config: SelfTrainConfig, selector: selectors.Prepared, scorer: Scorer, state: RunState,
+            classes: tuple[str, ...], round_dir: Path, timings: dict, progress: Progress) -> pl.DataFrame:
     """Score the pool and run the selector; both results are committed to `round_dir`."""
     scored_file, selected_file = round_dir / "scored.parquet", round_dir / "selected.parquet"
     clock = model.timer()
@@ -405,7 +406,7 @@ def _select(rnd: int, config: SelfTrainConfig, scorer: Scorer, state: RunState, 
         selected = pl.read_parquet(selected_file)
     else:
         context = selectors.SelectionContext(classes, dict(state.labelled["label"].value_counts().iter_rows()), rnd)
-        chosen = selectors.select(config.selector, scored_pool, config.selector_options, context)
+        chosen = selector(scored_pool, context)
         selected = chosen.select(
             "id", "text", "lang", "label", "confidence",
             pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),

@@ -13,13 +13,13 @@ import logging
 import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from xlc import files
+from xlc._compat import package_version
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 
@@ -32,13 +32,6 @@ COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", 
            "dev F1", "test acc", "test F1", "train s", "export s", "score s")
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict], best_round: int,
           stop_reason: str) -> dict:
     return {
@@ -48,8 +41,8 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "rounds": rounds,
         "best_round": best_round,
         "stop_reason": stop_reason,
-        "versions": {d: _version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
-                                               "onnxruntime", "polars")},
+        "versions": {d: package_version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
+                                                      "onnxruntime", "polars")},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
 
