@@ -20,7 +20,7 @@ import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +289,7 @@ def _round(rnd: int, config: SelfTrainConfig, selector: selectors.Prepared, run_
         clock = model.timer()
         trained = _train(rnd, config, run_data, state, clf, lower, progress)
         seconds = clock()
+        clf = replace(clf, max_length=config.max_length)  # kept in xlc.json: what `xlc score` then uses
         with files.atomic_dir(checkpoint) as tmp:
             clf.save(tmp)
             files.write_json(tmp / "train.json", {
@@ -422,6 +423,8 @@ def _score(scorer: Scorer, frame: pl.DataFrame, config: SelfTrainConfig, progres
            stage: str) -> pl.DataFrame:
     if "label" in frame.columns:
         frame = frame.rename({"label": "gold"})
+    # the training length, which the round's xlc.json also holds; given here so that a run resumed
+    # over rounds exported before xlc stored it scores exactly as it began
     return scorer.score(
         frame, batch_size=config.score_batch_size, max_length=config.max_length,
         progress=lambda done, total: progress(stage, done, total),
