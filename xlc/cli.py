@@ -130,6 +130,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
 
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
+    from xlc import report
     from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
     from xlc.loop import run_lock, selftrain as run
@@ -161,6 +162,8 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
         result = run(config, progress=bars)
     print_rounds(result.report)
     click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
+    if note := report.best_round_note(result.report):
+        click.echo(f"note: the delivered model is {note}")
     click.echo(f"report: {result.out / 'report.md'}")
 
 

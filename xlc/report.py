@@ -84,6 +84,13 @@ def rounds_frame(rounds: list[dict]) -> pl.DataFrame:
     ], infer_schema_length=None)
 
 
+def best_round_note(summary: dict) -> str:
+    """Say so when the delivered model is round 0: self-learning was tried and kept nothing."""
+    if summary["best_round"] == 0 and len(summary["rounds"]) > 1:
+        return "round 0, trained on the labelled data only: no self-learning round did better on dev"
+    return ""
+
+
 def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
     """report.md: settings, the round table, test accuracy per language, then the `plots`."""
     classes = summary["classes"]
@@ -92,7 +99,8 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         "",
         f"- selector: `{summary['config']['selector']}` {summary['config'].get('selector_options') or ''}",
         f"- model: `{summary['config']['model']}`",
-        f"- best round: {summary['best_round']} (its model is in `best/`)",
+        f"- best round: {summary['best_round']} (its model is in `best/`)"
+        + (f"; {best_round_note(summary)}" if best_round_note(summary) else ""),
         f"- stopped: {summary['stop_reason']}",
         f"- per class = texts selected per class in the order: {', '.join(classes)}",
         "",
