@@ -43,6 +43,7 @@ import polars as pl
 import xlc
 from xlc import data as xdata
 from xlc import report
+from xlc._compat import package_version
 from xlc.errors import XlcError
 from xlc.rundir import RunDir
 
@@ -933,8 +934,8 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
-    return {d: report._version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx", "onnxruntime",
-                                              "polars", "scikit-learn", "numpy", "matplotlib")}
+    return {d: package_version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx", "onnxruntime",
+                                            "polars", "scikit-learn", "numpy", "matplotlib")}
 
 
 # ---- main --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from xlc import XlcError, model, onnx
 from xlc.cli import main
 from xlc.data import Columns, load_files, read_table
 from xlc.scoring import ScoreJob, Scorer, score_file
-from xlc.selectors.manager import check_selector
+from xlc.selectors.validate import check_selector
 
 
 def test_invalid_utf8_is_named_with_its_file(tmp_path):

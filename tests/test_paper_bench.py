@@ -160,7 +160,7 @@ def test_pool_prior_runs_the_plugins_prior_selector_with_pool_proportions_per_la
 
 def test_pool_prior_without_the_plugin_fails_before_any_run_and_names_the_fix(paper, tiny_model, tmp_path,
                                                                                monkeypatch):
-    from xlc.selectors.manager import reload
+    from xlc.selectors.registry import reload
 
     monkeypatch.setenv("XLC_PLUGINS", "none")
     reload()

@@ -22,8 +22,8 @@ from xlc_classprior import quotas
 from xlc import Option, Selector, XlcError, hookimpl
 from xlc.cli import main
 from xlc.scoring import Scorer
-from xlc.selectors import manager
-from xlc.selectors.manager import PLUGINS_ENV, add_plugin, available, get_selector, remove_plugin
+from xlc.selectors import registry as manager
+from xlc.selectors.registry import PLUGINS_ENV, add_plugin, available, get_selector, remove_plugin
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

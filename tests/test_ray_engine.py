@@ -71,7 +71,7 @@ def test_a_killed_job_resumes_and_matches_the_local_engine(local_ray, tiny_onnx,
                               address, "--workers", "1", "--batch-size", "1", *options],
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # generous: a loaded machine starts Ray workers slowly
         while not any(out.glob("part-*.parquet")) and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:

@@ -7,8 +7,7 @@ import polars as pl
 import pytest
 
 from xlc import Selector, XlcError, hookimpl
-from xlc.selectors import SelectionContext, available, resolve_options, select
-from xlc.selectors.manager import add_plugin, remove_plugin
+from xlc.selectors import SelectionContext, add_plugin, available, remove_plugin, resolve_options, select
 
 CLASSES = ("neg", "neu", "pos")
 CONTEXT = SelectionContext(CLASSES, {"neg": 10, "neu": 10, "pos": 10}, 0)

@@ -6,20 +6,19 @@ The public API (imported lazily, so `import xlc` stays fast):
 - ``xlc.load(path)`` -> ``TextClassifier`` with ``predict``, ``predict_proba``, ``classes_``
 - ``xlc.score(model, texts)`` -> Polars frame
 - ``xlc.SelfTrainConfig``, ``xlc.RunResult``, ``xlc.XlcError``
-- for selector plugins: ``xlc.hookimpl``, ``xlc.Selector``, ``xlc.Option``, ``xlc.SelectionContext``
+- for selector plugins: ``xlc.hookimpl``, ``xlc.Selector``, ``xlc.Option``, ``xlc.SelectionContext``,
+  and the option checks ``xlc.at_least``, ``xlc.between``, ``xlc.one_of``
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from xlc._compat import package_version
 from xlc.errors import XlcError
 from xlc.selectors.hookspecs import Option, SelectionContext, Selector, hookimpl
+from xlc.selectors.validate import at_least, between, one_of
 
-try:
-    __version__ = version("xlc")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__version__ = package_version("xlc", missing="0.0.0+unknown")  # unknown: a source tree not installed
 
 _LAZY = {
     "selftrain": "xlc.api", "score": "xlc.api", "load": "xlc.api", "TextClassifier": "xlc.api",
@@ -40,5 +39,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Option", "RunResult", "SelectionContext", "SelfTrainConfig", "Selector", "TextClassifier",
-    "XlcError", "__version__", "hookimpl", "load", "score", "selftrain",
+    "XlcError", "__version__", "at_least", "between", "hookimpl", "load", "one_of", "score", "selftrain",
 ]

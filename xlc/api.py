@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import polars as pl
 
-from xlc import data, files
-from xlc.config import MAX_THREADS, SelfTrainConfig
+from xlc import data, files, inference
+from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.rundir import RunDir, find_model, run_lock
 from xlc.scoring import Scorer
@@ -133,20 +133,18 @@ def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
 
 
 class TextClassifier:
-    """A trained xlc model behind ONNX Runtime, in the spirit of scikit-learn."""
+    """A trained xlc model behind ONNX Runtime, in the spirit of scikit-learn.
+
+    max_length None: the length the model was trained with (`inference.resolve_max_length`).
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None, provider: str = "cpu",
-                 batch_size: int = 64, max_length: int = 128) -> None:
-        for name, value in (("batch_size", batch_size), ("threads", 1 if threads is None else threads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise XlcError(f"xlc.load: {name} must be a whole number >= 1, got {value!r}")
-        if threads and threads > MAX_THREADS:
-            raise XlcError(f"xlc.load: threads must be <= {MAX_THREADS}, got {threads}")
+                 batch_size: int = inference.BATCH_SIZE, max_length: int | None = None) -> None:
+        inference.check("xlc.load", flags=False, batch_size=batch_size, threads=threads, max_length=max_length)
         self.path = find_model(Path(path))
         self.scorer = Scorer.open(self.path, threads=threads, provider=provider)
-        self.scorer.check_max_length(max_length)
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = self.scorer.max_length_for(max_length)
 
     @property
     def classes_(self) -> np.ndarray:

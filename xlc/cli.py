@@ -16,6 +16,7 @@ from rich.table import Table
 
 import xlc
 from xlc.errors import XlcError
+from xlc.inference import BATCH_SIZE, CHUNK_SIZE, MAX_LENGTH_HELP
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -52,6 +53,11 @@ def main() -> None:
 
 
 FILE = click.Path(path_type=Path, dir_okay=False)
+# Scoring options as `xlc score` and `xlc evaluate` take them; the jobs check their values (xlc.inference).
+BATCH_SIZE_OPTION = click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=int,
+                                 help="Texts per ONNX Runtime call.")
+MAX_LENGTH_OPTION = click.option("--max-length", type=int,
+                                 help=f"Tokens per text; longer texts are cut.  [default: {MAX_LENGTH_HELP}]")
 
 
 @main.command()
@@ -101,14 +107,15 @@ FILE = click.Path(path_type=Path, dir_okay=False)
               help="Train only the top N encoder layers and the head; the frozen layers below run once "
                    "per text (0: all layers).  [default: 0]")
 @click.option("--batch-size", type=int, help="Training batch size.  [default: 32]")
-@click.option("--max-length", type=int, help="Max tokens per text.  [default: 64]")
+@click.option("--max-length", type=int,
+              help="Max tokens per text; stored with the model, which is then scored at it.  [default: 64]")
 @click.option("--lr", type=float, help="Encoder learning rate (3e-5 suits base-size encoders).  [default: 2e-4]")
 @click.option("--head-lr", type=float, help="Classification head learning rate.  [default: 1e-3]")
 @click.option("--warmup", type=float, help="Share of steps for linear warm-up.  [default: 0.1]")
 @click.option("--freeze-embeddings/--train-embeddings", default=None,
               help="Freeze the word-embedding table (faster on CPU).  [default: freeze]")
 @click.option("--seed", type=int, help="Random seed.  [default: 0]")
-@click.option("--score-batch-size", type=int, help="Batch size for ONNX scoring.  [default: 64]")
+@click.option("--score-batch-size", type=int, help=f"Batch size for ONNX scoring.  [default: {BATCH_SIZE}]")
 @click.option("--threads", type=int, help="CPU threads for training and scoring.  [default: all]")
 @click.option("--engine", type=click.Choice(["local", "ray"]),
               help="Where each round's pool is scored: here, or on Ray actors.  [default: local]")
@@ -123,6 +130,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
 
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
+    from xlc import report
     from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
     from xlc.loop import selftrain as run
@@ -155,6 +163,8 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
         result = run(config, progress=bars)
     print_rounds(result.report)
     click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
+    if note := report.best_round_note(result.report):
+        click.echo(f"note: the delivered model is {note}")
     click.echo(f"report: {RunDir(result.out).report_md}")
 
 
@@ -179,7 +189,7 @@ def list_selectors(as_json: bool) -> None:
 
     Plugins that failed to load are reported on stderr; the others are still listed.
     """
-    from xlc.selectors.manager import PLUGINS_ENV, describe
+    from xlc.selectors.registry import PLUGINS_ENV, describe
 
     listing = describe()
     if as_json:
@@ -209,11 +219,11 @@ def list_selectors(as_json: bool) -> None:
               help="Scores as Parquet: one file, or with --engine ray a folder of parts.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=2))
-@click.option("--chunk-size", default=20_000, show_default=True, type=click.IntRange(min=1),
+@BATCH_SIZE_OPTION
+@MAX_LENGTH_OPTION
+@click.option("--chunk-size", default=CHUNK_SIZE, show_default=True, type=int,
               help="Rows read, scored and written per part (bounds memory; the unit of resume).")
-@click.option("--threads", type=click.IntRange(min=1),
+@click.option("--threads", type=int,
               help="ONNX Runtime threads (per actor with --engine ray).  [default: all cores]")
 @click.option("--int8", is_flag=True, help="Use (and create once) the dynamic int8 model.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -300,9 +310,9 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--lang-column", default="lang", show_default=True, help="Per-language metrics when present.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=2))
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads.  [default: all cores]")
+@BATCH_SIZE_OPTION
+@MAX_LENGTH_OPTION
+@click.option("--threads", type=int, help="ONNX Runtime threads.  [default: all cores]")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto = CUDA when onnxruntime-gpu sees a GPU.")
 @_fail_cleanly

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +10,13 @@ from typing import Any
 
 import tomli_w
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
-
-from xlc import data, files
+from xlc import data, files, inference
+from xlc._compat import tomllib
 from xlc.default_model import NAME as DEFAULT_MODEL
 from xlc.errors import XlcError
 
 ENGINES = ("local", "ray")
 TARGETS = ("hard", "soft")
-MAX_THREADS = 1024
-"""The most --threads accepted anywhere; ONNX Runtime also uses at most the machine's cores."""
 MAX_SEED = 2**32 - 1
 
 
@@ -60,27 +53,26 @@ class SelfTrainConfig:
     targets: str = "hard"      # what pseudo-labelled texts train on: "hard" labels or "soft" teacher probabilities
     warm_start: bool = True    # each round continues from the last; False: from the base model again
     batch_size: int = 32
-    max_length: int = 64
+    max_length: int = 64      # also what the exported models are scored at (stored in their xlc.json)
     lr: float = 2e-4
     head_lr: float = 1e-3
     warmup: float = 0.1
     freeze_embeddings: bool = True
     seed: int = 0
-    score_batch_size: int = 64
+    score_batch_size: int = inference.BATCH_SIZE
     threads: int | None = None
     engine: str = "local"  # where each round's pool is scored: "local", or "ray" (xlc/ray_engine.py)
     ray_address: str | None = None
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length", "score_batch_size", "patience"):
+        for name in ("epochs", "batch_size", "patience"):
             _require(name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
+        inference.check(max_length=self.max_length, score_batch_size=self.score_batch_size, threads=self.threads)
         _require("max_rounds", self.max_rounds >= 0, ">= 0", self.max_rounds)
         _require("epoch_patience", self.epoch_patience >= 0, ">= 0", self.epoch_patience)
         _require("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1", self.max_steps)
         _require("train_layers", self.train_layers >= 0, ">= 0 (0 trains every layer)", self.train_layers)
-        _require("threads", self.threads is None or 1 <= self.threads <= MAX_THREADS,
-                 f"between 1 and {MAX_THREADS}", self.threads)
         _require("seed", 0 <= self.seed <= MAX_SEED, f"between 0 and {MAX_SEED}", self.seed)
         _require("targets", self.targets in TARGETS, f"one of {', '.join(TARGETS)}", self.targets)
         _require("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}", self.engine)

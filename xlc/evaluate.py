@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from xlc import data, metrics
+from xlc import data, inference, metrics
 from xlc.errors import XlcError
 from xlc.metrics import ordinal_errors as ordinal_errors  # re-exported: xlc.evaluate had it first
 
@@ -35,7 +35,10 @@ def evaluate_scored(scored: pl.DataFrame, classes: Sequence[str], ordinal: bool 
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    """`xlc evaluate`: a model, a labelled table and how to read it."""
+    """`xlc evaluate`: a model, a labelled table and how to read it.
+
+    max_length None: the length the model was trained with (`inference.resolve_max_length`).
+    """
 
     model: Path
     data: Path
@@ -44,10 +47,13 @@ class EvaluateJob:
     lang_column: str = "lang"
     langs: tuple[str, ...] = ()
     ordinal: bool = False
-    batch_size: int = 64
-    max_length: int = 128
+    batch_size: int = inference.BATCH_SIZE
+    max_length: int | None = None
     threads: int | None = None
     provider: str = "cpu"
+
+    def __post_init__(self) -> None:
+        inference.check(batch_size=self.batch_size, max_length=self.max_length, threads=self.threads)
 
 
 def read_labelled(job: EvaluateJob) -> pl.DataFrame:

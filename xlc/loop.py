@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,7 @@ class Context:
     """What every round reads: the settings, the data, the run folder, progress; and a cache."""
 
     config: SelfTrainConfig
+    selector: selectors.Prepared
     data: data_mod.RunData
     run: RunDir
     progress: Progress
@@ -156,9 +157,11 @@ def selftrain(
     run_data: data_mod.RunData | None = None,
 ) -> RunResult:
     """Run (or resume) self-training as `config` says; everything goes under `config.out`."""
-    # fail before any work, and record the options as the selector will see them
-    config = config.replace(selector_options=selectors.resolve_options(config.selector, config.selector_options))
-    ctx = Context(config, run_data or load_data(config), RunDir(Path(config.out)), progress or _no_progress)
+    # fail before any work, and record the options as the selector will see them (resolved once, here)
+    selector = selectors.prepare(config.selector, config.selector_options)
+    config = config.replace(selector_options=dict(selector.options))
+    ctx = Context(config, selector, run_data or load_data(config), RunDir(Path(config.out)),
+                  progress or _no_progress)
     _open(ctx)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -238,6 +241,7 @@ def _train(ctx: Context, state: RunState, now: Round, clf: model.Classifier | No
         clock = model.timer()
         trained = _fine_tune(ctx, state, rnd, clf)
         seconds = clock()
+        clf = replace(clf, max_length=ctx.config.max_length)  # kept in xlc.json: what `xlc score` then uses
         with files.atomic_dir(folder.model) as tmp:
             clf.save(tmp)
             files.write_json(tmp / rundir.TRAIN_FILE, {
@@ -321,8 +325,7 @@ def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> 
 
     def select() -> pl.DataFrame:
         counts = dict(state.labelled["label"].value_counts().iter_rows())
-        chosen = selectors.select(config.selector, scored, config.selector_options,
-                                  selectors.SelectionContext(ctx.data.classes, counts, rnd))
+        chosen = ctx.selector(scored, selectors.SelectionContext(ctx.data.classes, counts, rnd))
         return chosen.select(
             "id", "text", "lang", "label", "confidence",
             pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),
@@ -397,6 +400,8 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
 def _score(ctx: Context, scorer: Scorer, frame: pl.DataFrame, stage: str) -> pl.DataFrame:
     if "label" in frame.columns:
         frame = frame.rename({"label": "gold"})
+    # the training length, which the round's xlc.json also holds; given here so that a run resumed
+    # over rounds exported before xlc stored it scores exactly as it began
     return scorer.score(
         frame, batch_size=ctx.config.score_batch_size, max_length=ctx.config.max_length,
         progress=lambda done, total: ctx.progress(stage, done, total),

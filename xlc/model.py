@@ -100,13 +100,15 @@ class Classifier:
     tokenizer: object
     classes: tuple[str, ...]
     text_prefix: str = ""
+    max_length: int | None = None
+    """The --max-length it was trained with (stored in xlc.json, the scoring default); None until trained."""
 
     def save(self, path: Path) -> None:
         """Write a Hugging Face folder (weights, config, tokenizer) plus xlc.json."""
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        write_meta(path, self.classes, self.text_prefix)
+        write_meta(path, self.classes, self.text_prefix, self.max_length)
 
 
 def _quiet_transformers() -> None:
@@ -165,7 +167,8 @@ def load(path: Path) -> Classifier:
     meta = read_meta(path)
     config = AutoConfig.from_pretrained(path)
     model = MeanPoolClassifier.from_pretrained(path, config=config).eval()
-    return Classifier(model, load_tokenizer(path), tuple(meta["classes"]), meta.get("text_prefix", ""))
+    return Classifier(model, load_tokenizer(path), tuple(meta["classes"]), meta.get("text_prefix", ""),
+                      meta.get("max_length"))
 
 
 DEVICES = ("auto", "cpu", "cuda")

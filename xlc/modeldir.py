@@ -1,5 +1,10 @@
 """What an xlc model folder holds besides weights: xlc.json and a fast tokenizer.
 
+xlc.json holds the class names and how the model reads a text: the `text_prefix` put before
+each text (e.g. "query: " for E5) and the `max_length` it was trained with, which scoring
+uses when no max length is given (`inference.resolve_max_length`). A folder written before
+xlc stored `max_length` has none; that is not an error.
+
 Kept free of torch and transformers so that scoring starts fast and small.
 """
 
@@ -11,16 +16,21 @@ from pathlib import Path
 
 from xlc import files
 from xlc.errors import XlcError
+from xlc.inference import MIN_LENGTH
 
 META_FILE = "xlc.json"
 
 
-def write_meta(path: Path, classes: Sequence[str], text_prefix: str) -> None:
-    files.write_text(path / META_FILE, json.dumps({"classes": list(classes), "text_prefix": text_prefix}, indent=2))
+def write_meta(path: Path, classes: Sequence[str], text_prefix: str, max_length: int | None) -> None:
+    """Write xlc.json; `max_length` None (a model never trained by xlc) is left out."""
+    meta: dict[str, object] = {"classes": list(classes), "text_prefix": text_prefix}
+    if max_length is not None:
+        meta["max_length"] = max_length
+    files.write_text(path / META_FILE, json.dumps(meta, indent=2))
 
 
 def read_meta(path: Path) -> dict:
-    """The folder's xlc.json, checked: a list of at least two distinct class names and a text prefix."""
+    """The folder's xlc.json, checked: at least two distinct class names, a text prefix, a max length if any."""
     meta = path / META_FILE
     if not meta.is_file():
         raise XlcError(f"{path} holds no xlc model ({META_FILE} missing); pass a folder written by xlc")
@@ -37,6 +47,10 @@ def read_meta(path: Path) -> dict:
         raise XlcError(f"{meta}: class name(s) {twice} occur twice; the model folder is damaged: export it again")
     if not isinstance(found.get("text_prefix", ""), str):
         raise XlcError(f"{meta}: 'text_prefix' must be a string; the model folder is damaged: export it again")
+    length = found.get("max_length")
+    if length is not None and not (isinstance(length, int) and not isinstance(length, bool) and length >= MIN_LENGTH):
+        raise XlcError(f"{meta}: 'max_length' must be a whole number >= {MIN_LENGTH}, got {length!r}; the model "
+                       f"folder is damaged: export it again")
     return found
 
 

@@ -27,6 +27,8 @@ OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False) -> Path:
     """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder.
 
+    xlc.json keeps the classes, text prefix and training max length, so the export scores as the run did.
+
     An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
     (`files.check_replaceable`).
     """
@@ -48,7 +50,7 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
         config.save_pretrained(tmp)
         clf.tokenizer.save_pretrained(tmp)
-        write_meta(tmp, clf.classes, clf.text_prefix)
+        write_meta(tmp, clf.classes, clf.text_prefix, clf.max_length)
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx, rundir, scoring
+from xlc import data, files, inference, onnx, rundir, scoring
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
 from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, check_resumable, predictions
@@ -138,7 +138,7 @@ class BatchScorer:
     """
 
     def __init__(self, model_dir: str, threads: int, provider: str, int8: bool,
-                 batch_size: int, max_length: int) -> None:
+                 batch_size: int, max_length: int | None) -> None:
         self.scorer = Scorer.open(Path(model_dir), threads=threads, provider=provider, int8=int8)
         self.job = ScoreJob(Path(model_dir), Path(), Path(), batch_size=batch_size, max_length=max_length)
 
@@ -355,6 +355,7 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     model_dir = rundir.find_model(Path(job.model))
     paths = input_files(job.input, Path(job.output))
     sources = plan_sources(job, paths)  # bad input fails before the slow quantisation
+    job = job.for_model(model_dir)
     if job.int8 and not (model_dir / onnx.INT8_FILE).is_file():
         onnx.quantize_int8(model_dir)  # once, here, rather than racing in every actor
     output = Path(job.output)
@@ -454,19 +455,20 @@ def read_scores(out: Path) -> pl.DataFrame:
 # ---------------------------------------------------------------- frames: the self-training pool
 
 
-def score_frame(frame: pl.DataFrame, model_dir: Path, options: RayOptions, batch_size: int = 64,
-                max_length: int = 128, threads: int | None = None, provider: str = "cpu") -> pl.DataFrame:
+def score_frame(frame: pl.DataFrame, model_dir: Path, options: RayOptions,
+                batch_size: int = inference.BATCH_SIZE, max_length: int | None = None,
+                threads: int | None = None, provider: str = "cpu") -> pl.DataFrame:
     """`frame` (unique `id`, `text`) plus label, confidence and probs, scored on Ray actors.
 
-    The same columns as `Scorer.score`. Ray stays connected afterwards (the next round
-    reuses it); it ends with the process or with `ray.shutdown()`.
+    The same columns as `Scorer.score`; `max_length` None: the model's own. Ray stays connected
+    afterwards (the next round reuses it); it ends with the process or with `ray.shutdown()`.
     """
     classes = tuple(read_meta(Path(model_dir))["classes"])
     if frame.height == 0:
         return frame.with_columns(predictions(np.empty((0, len(classes)), np.float32), classes))
     with connected(options, shutdown=False) as ray:
         table = frame.select("id", "text").to_arrow(compat_level=ARROW)
-        step = min(20_000, max(256, -(-frame.height // 16)))  # blocks to spread over the actors
+        step = min(inference.CHUNK_SIZE, max(256, -(-frame.height // 16)))  # blocks to spread over the actors
         blocks = [table.slice(i, step) for i in range(0, frame.height, step)]
         scored = _map_actors(ray, ray.data.from_arrow(blocks), options, step, model_dir=str(model_dir),
                              threads=threads, provider=provider, int8=False, batch_size=batch_size,

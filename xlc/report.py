@@ -13,13 +13,13 @@ import logging
 import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from xlc import files
+from xlc._compat import package_version
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.rundir import RunDir
@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
 COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", "dev acc",
            "dev F1", "test acc", "test F1", "train s", "export s", "score s")
-
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict], best_round: int,
@@ -54,8 +47,8 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "best_round": best_round,
         "stop_reason": stop_reason,
         "stop_code": stop_code,
-        "versions": {d: _version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
-                                               "onnxruntime", "polars")},
+        "versions": {d: package_version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
+                                                      "onnxruntime", "polars")},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
 
@@ -97,6 +90,13 @@ def rounds_frame(rounds: list[dict]) -> pl.DataFrame:
     ], infer_schema_length=None)
 
 
+def best_round_note(summary: dict) -> str:
+    """Say so when the delivered model is round 0: self-learning was tried and kept nothing."""
+    if summary["best_round"] == 0 and len(summary["rounds"]) > 1:
+        return "round 0, trained on the labelled data only: no self-learning round did better on dev"
+    return ""
+
+
 def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
     """report.md: settings, the round table, test accuracy per language, then the `plots`."""
     classes = summary["classes"]
@@ -105,7 +105,8 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         "",
         f"- selector: `{summary['config']['selector']}` {summary['config'].get('selector_options') or ''}",
         f"- model: `{summary['config']['model']}`",
-        f"- best round: {summary['best_round']} (its model is in `best/`)",
+        f"- best round: {summary['best_round']} (its model is in `best/`)"
+        + (f"; {best_round_note(summary)}" if best_round_note(summary) else ""),
         f"- stopped: {summary['stop_reason']}",
         f"- per class = texts selected per class in the order: {', '.join(classes)}",
         "",

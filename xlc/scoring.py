@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from xlc import data, files, onnx, rundir
-from xlc.config import MAX_THREADS
+from xlc import data, files, inference, onnx, rundir
 from xlc.errors import XlcError
+from xlc.inference import BATCH_SIZE, CHUNK_SIZE, MIN_LENGTH
 from xlc.modeldir import META_FILE, FastTokenizer, max_positions, read_meta
 
 ProgressFn = Callable[[int, int], None]
@@ -31,6 +32,8 @@ class Scorer:
     text_prefix: str = ""
     max_positions: int | None = None
     """The most tokens the model reads (its position embeddings); None when unknown."""
+    trained_max_length: int | None = None
+    """The max length the model was trained with (from xlc.json); None for a folder that does not say."""
 
     @classmethod
     def open(cls, model_dir: Path, threads: int | None = None, provider: str = "cpu",
@@ -43,20 +46,26 @@ class Scorer:
             raise XlcError(f"{model_dir}: the model outputs {width} scores per text but {META_FILE} names "
                            f"{len(meta['classes'])} classes; the model folder is damaged: export it again")
         return cls(session, FastTokenizer(model_dir), tuple(meta["classes"]), meta.get("text_prefix", ""),
-                   max_positions(model_dir))
+                   max_positions(model_dir), meta.get("max_length"))
+
+    def max_length_for(self, given: int | None = None) -> int:
+        """The max length to score with (`given`, else the model's training length, else the fallback), checked."""
+        length = inference.resolve_max_length(given, self.trained_max_length)
+        self.check_max_length(length)
+        return length
 
     def check_max_length(self, max_length: int) -> None:
         """Refuse a --max-length the model cannot read (above its position embeddings)."""
         limit = self.max_positions or 1_000_000
-        if not 2 <= max_length <= limit:
-            raise XlcError(f"--max-length {max_length}: this model reads between 2 and {limit} tokens per text; "
-                           f"pass --max-length {min(max(max_length, 2), limit)}")
+        if not MIN_LENGTH <= max_length <= limit:
+            raise XlcError(f"--max-length {max_length}: this model reads between {MIN_LENGTH} and {limit} tokens "
+                           f"per text; pass --max-length {min(max(max_length, MIN_LENGTH), limit)}")
 
     def probabilities(
         self,
         texts: Sequence[str],
-        batch_size: int = 64,
-        max_length: int = 128,
+        batch_size: int = BATCH_SIZE,
+        max_length: int | None = None,
         progress: ProgressFn | None = None,
         bucket: bool = True,
     ) -> np.ndarray:
@@ -64,11 +73,11 @@ class Scorer:
 
         Texts are tokenised once, sorted by length and batched so that each batch is
         padded only to its own longest text; the original order is restored at the end.
+        `max_length` None: the model's own (`max_length_for`).
         `bucket=False` batches in input order instead (for comparison only).
         """
-        self.check_max_length(max_length)
-        if batch_size < 1:
-            raise XlcError(f"batch_size must be >= 1, got {batch_size}")
+        max_length = self.max_length_for(max_length)
+        inference.check(flags=False, batch_size=batch_size)
         out = np.empty((len(texts), len(self.classes)), dtype=np.float32)
         if not len(texts):
             return out
@@ -103,7 +112,7 @@ class Scorer:
         return out
 
     def score(
-        self, frame: pl.DataFrame, batch_size: int = 64, max_length: int = 128,
+        self, frame: pl.DataFrame, batch_size: int = BATCH_SIZE, max_length: int | None = None,
         progress: ProgressFn | None = None,
     ) -> pl.DataFrame:
         """`frame` (with a `text` column) plus label, confidence and probs columns."""
@@ -127,34 +136,34 @@ def predictions(probs: np.ndarray, classes: Sequence[str]) -> list[pl.Series]:
     ]
 
 
-MAX_CHUNK = 10_000_000
-"""The most rows per part of `xlc score` (a part is held in memory)."""
-MAX_BATCH = 1_000_000
-
-
 @dataclass(frozen=True)
 class ScoreJob:
-    """`xlc score`: a model, an input table and where the scores go."""
+    """`xlc score`: a model, an input table and where the scores go.
+
+    max_length None: the model's own (`for_model`).
+    """
 
     model: Path
     input: Path
     output: Path
     text_column: str = "text"
     id_column: str | None = None
-    batch_size: int = 64
-    max_length: int = 128
+    batch_size: int = BATCH_SIZE
+    max_length: int | None = None
     threads: int | None = None
     int8: bool = False
     provider: str = "cpu"
-    chunk_size: int = 20_000
+    chunk_size: int = CHUNK_SIZE
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for option, value, low, high in (("--batch-size", self.batch_size, 1, MAX_BATCH),
-                                         ("--chunk-size", self.chunk_size, 1, MAX_CHUNK),
-                                         ("--threads", self.threads, 1, MAX_THREADS)):
-            if value is not None and not low <= value <= high:
-                raise XlcError(f"{option} must be between {low} and {high}, got {value}")
+        inference.check(batch_size=self.batch_size, max_length=self.max_length, chunk_size=self.chunk_size,
+                        threads=self.threads)
+
+    def for_model(self, model_dir: Path) -> ScoreJob:
+        """This job with its max length settled for the model in `model_dir` (what a re-run must match)."""
+        trained = read_meta(model_dir).get("max_length")
+        return dataclasses.replace(self, max_length=inference.resolve_max_length(self.max_length, trained))
 
     def fingerprint(self, model_dir: Path) -> dict:
         """What must match for finished parts to be reused by a re-run."""
@@ -255,6 +264,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     start = time.perf_counter()
     model_dir = rundir.find_model(Path(job.model))
     source, total = _source(job)  # bad input fails before the model is opened (or quantised)
+    job = job.for_model(model_dir)
     with ExitStack() as stack:
         try:
             job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +272,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
         except OSError as exc:
             raise files.write_error(job.output, exc) from None
         scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
-        scorer.check_max_length(job.max_length)
+        scorer.max_length_for(job.max_length)  # refused before any part is written
         if not total:
             _check_output(job)
             empty = pl.DataFrame(schema={"id": source.collect_schema()["id"], "label": pl.String,

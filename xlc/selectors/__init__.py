@@ -1,10 +1,47 @@
-"""Selectors: which pseudo-labelled texts move from the pool into the labelled set."""
+"""Selectors: which pseudo-labelled texts move from the pool into the labelled set.
 
-from xlc.selectors.hookspecs import Option, SelectionContext, Selector, hookimpl
-from xlc.selectors.manager import add_plugin, available, get_selector, remove_plugin, resolve_options, select
+`hookspecs` is the plugin contract, `registry` finds a selector by name, `validate` checks its
+options and what it returns, `builtin` holds the built-in selectors. The functions below join
+the registry and the checks, by selector name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from xlc.selectors.hookspecs import Option, SelectFunction, SelectionContext, Selector, hookimpl
+from xlc.selectors.registry import add_plugin, available, get_selector, remove_plugin
+from xlc.selectors.validate import Check, Prepared, at_least, between, one_of, resolve
+
+
+def prepare(name: str, options: Mapping[str, Any]) -> Prepared:
+    """Selector `name` with `options` resolved (defaults filled, strings converted, checked) once.
+
+    The self-training loop prepares its selector before round 0 and calls it every round.
+    """
+    entry = get_selector(name)
+    return Prepared(entry.selector, resolve(entry.selector, options), entry.who)
+
+
+def resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with `given` (strings converted), validated; unknown keys rejected."""
+    return dict(prepare(name, given).options)
+
+
+def select(name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    """Run selector `name` on the scored pool and check what it returns.
+
+    Returns the chosen pool rows with their pseudo-label in `label` and the model's
+    `confidence`, in the order the selector returned them.
+    """
+    return prepare(name, options)(pool, context)
+
 
 __all__ = [
-    "Option", "SelectionContext", "Selector", "add_plugin", "available", "get_selector", "hookimpl",
-    "remove_plugin",
-    "resolve_options", "select",
+    "Check", "Option", "Prepared", "SelectFunction", "SelectionContext", "Selector", "add_plugin", "at_least",
+    "available", "between", "get_selector", "hookimpl", "one_of", "prepare", "remove_plugin", "resolve_options",
+    "select",
 ]

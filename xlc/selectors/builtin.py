@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from xlc.selectors.hookspecs import Option, SelectionContext, Selector, hookimpl
+from xlc.selectors.validate import at_least, between
 
 
 def by_confidence(pool: pl.DataFrame) -> pl.DataFrame:
@@ -31,29 +32,21 @@ def take_all(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionC
     return by_confidence(pool)
 
 
-def _at_least_one(value: int) -> bool:
-    return value >= 1
-
-
-def _probability(value: float) -> bool:
-    return 0.0 < value <= 1.0
-
-
 BUILTINS = (
     Selector(
         "balanced", balanced,
         "up to kt most confident texts per predicted class (the paper's method)",
-        (Option("kt", int, 40, "texts to take per class each round", _at_least_one, ">= 1"),),
+        (Option("kt", int, 40, "texts to take per class each round", at_least(1)),),
     ),
     Selector(
         "throttling", throttling,
         "the n most confident texts overall, whatever their class",
-        (Option("n", int, 280, "texts to take each round", _at_least_one, ">= 1"),),
+        (Option("n", int, 280, "texts to take each round", at_least(1)),),
     ),
     Selector(
         "thresholded", thresholded,
         "every text whose confidence is at least threshold",
-        (Option("threshold", float, 0.9, "minimum confidence", _probability, "in (0, 1]"),),
+        (Option("threshold", float, 0.9, "minimum confidence", between(0, 1, include_low=False)),),
     ),
     Selector(
         "pool", take_all,

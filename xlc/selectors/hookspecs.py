@@ -7,7 +7,7 @@ match the hooks below. A package exposes its plugin through an entry point in th
     [project.entry-points.xlc]
     my_selectors = "my_package.selectors"
 
-A selector is a function ``select(pool, options, context) -> frame``:
+A selector is a function ``select(pool, options, context) -> frame`` (``SelectFunction``):
 
 - ``pool`` is the scored unlabelled pool, a Polars frame with columns ``id`` (the pool's
   ids: row numbers, or the values of ``--id-column``), ``text``, ``lang``, ``label``
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 import polars as pl
@@ -60,6 +60,14 @@ class SelectionContext:
     round: int
 
 
+class SelectFunction(Protocol):
+    """What ``Selector.select`` is: ``select(pool, options, context)``, described in this module's docstring."""
+
+    def __call__(
+        self, pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext, /
+    ) -> pl.DataFrame | pl.LazyFrame: ...
+
+
 @dataclass(frozen=True)
 class Option:
     """One selector option.
@@ -70,7 +78,9 @@ class Option:
     default: the value when none is given; it must pass ``check`` itself.
     help: one line for ``xlc selectors``.
     check: returns True for valid values; ``requirement`` says what valid means
-    (e.g. ">= 1") and appears in the error for an invalid value.
+    (e.g. ">= 1") and appears in the error for an invalid value. The ready-made checks
+    ``xlc.at_least(1)``, ``xlc.between(0, 1)`` and ``xlc.one_of("a", "b")`` carry their
+    requirement, so ``Option("kt", int, 40, "texts per class", xlc.at_least(1))`` needs none.
     """
 
     name: str
@@ -79,6 +89,11 @@ class Option:
     help: str = ""
     check: Callable[[Any], bool] | None = None
     requirement: str = ""
+
+    def __post_init__(self) -> None:
+        carried = getattr(self.check, "requirement", "")
+        if not self.requirement and isinstance(carried, str):
+            object.__setattr__(self, "requirement", carried)
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ class Selector:
     """
 
     name: str
-    select: Callable[[pl.DataFrame, Mapping[str, Any], SelectionContext], pl.DataFrame]
+    select: SelectFunction
     description: str = ""
     options: tuple[Option, ...] = field(default_factory=tuple)
 

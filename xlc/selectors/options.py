@@ -1,21 +1,16 @@
 """Selector options from the command line: `--selector-opt key=value` and `--selector-config FILE`.
 
-Values stay as given (strings from flags, TOML types from files); `manager.resolve_options`
+Values stay as given (strings from flags, TOML types from files); `validate.resolve`
 converts and validates them against the selector's `Option`s.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+from xlc._compat import tomllib
 from xlc.errors import XlcError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 
 def parse_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

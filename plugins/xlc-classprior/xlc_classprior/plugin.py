@@ -4,30 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xlc import Option, Selector, hookimpl
+from xlc import Option, Selector, at_least, between, hookimpl, one_of
 from xlc_classprior.selectors import margin, prior
-
-
-def _at_least(low: int) -> Callable[[int], bool]:
-    return lambda value: value >= low
-
-
-def _unit(value: float) -> bool:
-    return 0.0 <= value <= 1.0
-
 
 PRIOR = Selector(
     "prior", prior,
     "most confident texts per predicted class, in proportion to the labelled set's or the pool's classes",
     (
-        Option("kt", int, 40, "texts per class on average when n is 0 (total = kt x classes)",
-               _at_least(1), ">= 1"),
-        Option("n", int, 0, "texts per round in total; 0 = kt x classes", _at_least(0), ">= 0"),
-        Option("min_confidence", float, 0.0, "take no text below this confidence", _unit, "in [0, 1]"),
+        Option("kt", int, 40, "texts per class on average when n is 0 (total = kt x classes)", at_least(1)),
+        Option("n", int, 0, "texts per round in total; 0 = kt x classes", at_least(0)),
+        Option("min_confidence", float, 0.0, "take no text below this confidence", between(0, 1)),
         Option("proportions", str, "labeled", "class split: the labelled set's, or the pool's (mean probabilities)",
-               lambda value: value in ("labeled", "pool"), "labeled or pool"),
-        Option("per_lang", bool, False, "split the total across languages by pool size, then by class",
-               None, ""),
+               one_of("labeled", "pool")),
+        Option("per_lang", bool, False, "split the total across languages by pool size, then by class"),
     ),
 )
 
@@ -35,8 +24,8 @@ MARGIN = Selector(
     "margin", margin,
     "up to kt texts per predicted class with the largest top-1 minus top-2 probability",
     (
-        Option("kt", int, 40, "texts to take per class each round", _at_least(1), ">= 1"),
-        Option("min_margin", float, 0.0, "take no text whose margin is below this", _unit, "in [0, 1]"),
+        Option("kt", int, 40, "texts to take per class each round", at_least(1)),
+        Option("min_margin", float, 0.0, "take no text whose margin is below this", between(0, 1)),
     ),
 )
 

@@ -1,4 +1,9 @@
-"""Pluggy wiring: load selector plugins (built-in and entry points), run them safely."""
+"""The selector registry: one pluggy manager, the built-ins and entry-point plugins registered alike.
+
+It loads plugins once per process (``XLC_PLUGINS`` limits which), records every selector with the
+plugin and package that provide it, reports broken plugins instead of failing, and lets a notebook
+or a test add and remove plugins at run time. What a selector is checked against is `validate`'s job.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,21 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points, version
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
-import polars as pl
 
 from xlc.errors import XlcError
 from xlc.selectors import builtin, hookspecs
-from xlc.selectors.hookspecs import Option, SelectionContext, Selector
+from xlc.selectors.hookspecs import Selector
+from xlc.selectors.validate import check_selector
 
 ENTRY_POINT_GROUP = "xlc"
 BUILTIN_PLUGIN = "xlc.builtin"
 PLUGINS_ENV = "XLC_PLUGINS"
 """Which third-party plugins load: unset = all; "" or "none" = none; "a,b" = those plugins, each
 named by its entry point name or its package name. The built-in selectors always load."""
-
-OPTION_TYPES = (int, float, str, bool)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class Registered:
     plugin: str
     package: str
     version: str
+
+    @property
+    def who(self) -> str:
+        """How errors name it: "selector 'x' (plugin 'p', package q)"."""
+        return f"selector {self.selector.name!r} (plugin {self.plugin!r}, package {self.package})"
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,12 @@ def _source(ep: EntryPoint) -> tuple[str, str]:
 
 
 def _load() -> Plugins:
+    from xlc import __version__  # here, not at the top: `import xlc` imports this package
+
     pm = pluggy.PluginManager("xlc")
     pm.add_hookspecs(hookspecs)
     plugins = Plugins(pm)
-    sources = {BUILTIN_PLUGIN: ("xlc", _version("xlc"))}
+    sources = {BUILTIN_PLUGIN: ("xlc", __version__)}
     pm.register(builtin, name=BUILTIN_PLUGIN)
     wanted = wanted_plugins(os.environ.get(PLUGINS_ENV))
     found: set[str] = set()
@@ -140,47 +149,6 @@ def _register_entry_point(pm: pluggy.PluginManager, ep: EntryPoint) -> None:
         raise
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except Exception:
-        return "dev"
-
-
-def check_selector(selector: Any) -> Selector:
-    """`selector` if it is a usable Selector with valid option defaults, else an XlcError."""
-    if not isinstance(selector, Selector):
-        raise XlcError(f"register() takes an xlc.Selector, got {type(selector).__name__}")
-    if not isinstance(selector.name, str) or not _NAME.fullmatch(selector.name):
-        raise XlcError(
-            f"selector name {selector.name!r} must start with a letter or digit and hold only "
-            f"letters, digits, '_', '-' and '.'"
-        )
-    if not callable(selector.select):
-        raise XlcError(f"selector {selector.name!r}: select must be a function (pool, options, context)")
-    seen: set[str] = set()
-    for option in selector.options:
-        if not isinstance(option, Option):
-            raise XlcError(f"selector {selector.name!r}: options must be xlc.Option, got {option!r}")
-        if not _NAME.fullmatch(option.name) or option.name in seen:
-            raise XlcError(f"selector {selector.name!r}: option name {option.name!r} is invalid or repeated")
-        if option.type not in OPTION_TYPES:
-            raise XlcError(
-                f"selector {selector.name!r}: option {option.name} has type {option.type!r}; "
-                f"use int, float, str or bool"
-            )
-        seen.add(option.name)
-        try:
-            if _convert(selector, option, option.default) != option.default:  # a string for an int
-                raise XlcError(
-                    f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, "
-                    f"got {option.default!r}"
-                )
-        except XlcError as exc:
-            raise XlcError(f"{exc} (the option's default)") from None
-    return selector
-
-
 def _collect(
     impl: pluggy.HookImpl, package: str, package_version: str, taken: Mapping[str, Registered]
 ) -> dict[str, Registered]:
@@ -231,97 +199,6 @@ def get_selector(name: str) -> Registered:
     raise XlcError(
         f"--selector {name!r}: no such selector; installed: {', '.join(sorted(loaded.selectors))}{broken}"
     )
-
-
-def _convert(selector: Selector, option: Option, value: Any) -> Any:
-    if isinstance(value, str) and option.type is not str:
-        try:
-            if option.type is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                value = value.lower() in ("true", "1", "yes")
-            else:
-                value = option.type(value)
-        except ValueError:
-            raise XlcError(
-                f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, "
-                f"got {value!r}"
-            ) from None
-    elif option.type is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, option.type) or (option.type is int and isinstance(value, bool)):
-        raise XlcError(
-            f"selector {selector.name!r}: option {option.name} must be {option.type.__name__}, got {value!r}"
-        )
-    if option.type is int and not -(2**63) <= value < 2**63:  # Polars and numpy count in 64 bits
-        raise XlcError(f"selector {selector.name!r}: option {option.name} is too large: {value} "
-                       f"(at most {2**63 - 1})")
-    try:
-        valid = option.check is None or bool(option.check(value))
-    except Exception as exc:  # a plugin's check that crashes is the plugin's bug: name it
-        raise XlcError(f"selector {selector.name!r}: the check of option {option.name} failed on {value!r} "
-                       f"({type(exc).__name__}: {exc}); fix the plugin or pass another value") from None
-    if not valid:
-        raise XlcError(
-            f"selector {selector.name!r}: option {option.name} must be {option.requirement or 'valid'}, "
-            f"got {value!r}"
-        )
-    return value
-
-
-def resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with `given` (strings converted), validated; unknown keys rejected."""
-    selector = get_selector(name).selector
-    known = {o.name: o for o in selector.options}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        listed = ", ".join(known) or "none"
-        raise XlcError(f"selector {name!r} has no option {unknown[0]!r} (its options: {listed})")
-    return {o.name: _convert(selector, o, given.get(o.name, o.default)) for o in selector.options}
-
-
-def select(
-    name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext
-) -> pl.DataFrame:
-    """Run selector `name` on the scored pool and check what it returns.
-
-    Returns the chosen pool rows with their pseudo-label in `label` and the model's
-    `confidence`, in the order the selector returned them.
-    """
-    entry = get_selector(name)
-    resolved = resolve_options(name, options)
-    who = f"selector {name!r} (plugin {entry.plugin!r}, package {entry.package})"
-    try:
-        chosen = entry.selector.select(pool, resolved, context)
-        if isinstance(chosen, pl.LazyFrame):
-            chosen = chosen.collect()
-    except XlcError:
-        raise
-    except Exception as exc:
-        raise XlcError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(chosen, pl.DataFrame) or not {"id", "label"} <= set(chosen.columns):
-        got = type(chosen).__name__ if not isinstance(chosen, pl.DataFrame) else f"columns {chosen.columns}"
-        raise XlcError(f"{who} must return a Polars frame with columns id and label, got {got}")
-    return _check_choice(who, chosen.select("id", pl.col("label").cast(pl.String)), pool, context)
-
-
-def _check_choice(
-    who: str, chosen: pl.DataFrame, pool: pl.DataFrame, context: SelectionContext
-) -> pl.DataFrame:
-    """The chosen rows joined to the pool, or an error naming the first bad row."""
-    if chosen["id"].is_duplicated().any():
-        dup = chosen.filter(pl.col("id").is_duplicated())["id"][0]
-        raise XlcError(f"{who} returned id {dup!r} more than once")
-    if chosen["label"].null_count() or not set(chosen["label"].unique()) <= set(context.classes):
-        bad = sorted(set(chosen["label"].unique().to_list()) - set(context.classes), key=str)
-        raise XlcError(f"{who} returned label(s) {bad} outside the classes {list(context.classes)}")
-    if chosen.height and chosen["id"].dtype != pool["id"].dtype:
-        raise XlcError(f"{who} returned ids of type {chosen['id'].dtype}, the pool's are {pool['id'].dtype}")
-    taken = chosen.join(pool.drop("label"), on="id", how="inner", maintain_order="left")
-    if taken.height != chosen.height:
-        stray = chosen.join(pool, on="id", how="anti")["id"][0]
-        raise XlcError(f"{who} returned id {stray!r}, which is not in the pool")
-    return taken
 
 
 def add_plugin(plugin: object, name: str, package: str = "(registered at run time)") -> list[str]:
