@@ -394,7 +394,7 @@ def _select(rnd: int, config: SelfTrainConfig, selector: selectors.Prepared, sco
         scored_pool = pl.read_parquet(scored_file)
     else:
         if config.engine == "ray":  # --engine ray: the pool is scored by Ray actors
-            from xlc.ray_engine import score_pool
+            from xlc.scoring.ray import score_pool
             scored_pool = score_pool(state.pool, round_dir / "onnx", config,
                                      lambda done, total: progress(f"round {rnd}: score pool", done, total))
         else:
