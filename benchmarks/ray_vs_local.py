@@ -28,8 +28,8 @@ from pathlib import Path
 import polars as pl
 
 from xlc import data, model, onnx
-from xlc.ray_engine import RayOptions, score_files
 from xlc.scoring import ScoreJob, score_file
+from xlc.scoring.ray import RayOptions, score_files
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ import xlc
 from xlc import data, inference, model, onnx
 from xlc.cli import main
 from xlc.evaluate import EvaluateJob, evaluate
-from xlc.ray_engine import BatchScorer
 from xlc.scoring import ScoreJob, Scorer, score_file
+from xlc.scoring.ray import BatchScorer
 
 TRAINED = 16
 

@@ -15,12 +15,13 @@ import ray
 from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
-from xlc import XlcError, data, ray_engine
+from xlc import XlcError, data
 from xlc.cli import main
 from xlc.config import SelfTrainConfig
 from xlc.loop import selftrain
-from xlc.ray_engine import RayOptions, plan_resources, read_scores, score_files
 from xlc.scoring import ScoreJob, score_file
+from xlc.scoring import ray as ray_engine
+from xlc.scoring.ray import RayOptions, plan_resources, read_scores, score_files
 
 TOLERANCE = {"check_exact": False, "abs_tol": 1e-5, "rel_tol": 0}
 ROWS = 15_000

@@ -250,7 +250,7 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
     _setup_logging(quiet)
     job = ScoreJob(model=model_path, input=input_path, output=output_path, **options)
     if engine == "ray":
-        from xlc.ray_engine import RayOptions, score_files
+        from xlc.scoring.ray import RayOptions, score_files
 
         summary = score_files(job, RayOptions(ray_address, workers, num_gpus, progress_bars=not quiet))
     elif ray_address or workers or num_gpus:

@@ -61,7 +61,7 @@ class SelfTrainConfig:
     seed: int = 0
     score_batch_size: int = inference.BATCH_SIZE
     threads: int | None = None
-    engine: str = "local"  # where each round's pool is scored: "local", or "ray" (xlc/ray_engine.py)
+    engine: str = "local"  # where each round's pool is scored: "local", or "ray" (xlc/scoring/ray.py)
     ray_address: str | None = None
     workers: int | None = None
 

@@ -311,7 +311,7 @@ def _score_pool(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> pl
 
     def score() -> pl.DataFrame:
         if ctx.config.engine == "ray":  # --engine ray: the pool is scored by Ray actors
-            from xlc.ray_engine import score_pool
+            from xlc.scoring.ray import score_pool
             return score_pool(state.pool, now.folder.onnx, ctx.config,
                               lambda done, total: ctx.progress(stage, done, total))
         return _score(ctx, scorer, state.pool, stage)

@@ -11,7 +11,7 @@ Ray is imported only when one of these runs; without it the error says what to i
 
 from __future__ import annotations
 
-import glob
+import json
 import logging
 import re
 import shutil
@@ -26,13 +26,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from xlc import data, files, inference, onnx, rundir, scoring
+from xlc import data, files, inference, onnx, rundir
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
-from xlc.scoring import ScoreJob, Scorer, ScoreSummary, _score_chunk, check_resumable, predictions
+from xlc.scoring import job as shared
+from xlc.scoring.job import ScoreJob, ScoreSummary, Source, input_files, plan_sources
+from xlc.scoring.scorer import Scorer, predictions
 
 log = logging.getLogger("xlc")
 
+ENGINE = "ray"
 INSTALL_HINT = "pip install 'xlc[ray]'"
 MANIFEST = "_xlc_manifest.json"
 DONE = "_SUCCESS"
@@ -140,12 +143,12 @@ class BatchScorer:
     def __init__(self, model_dir: str, threads: int, provider: str, int8: bool,
                  batch_size: int, max_length: int | None) -> None:
         self.scorer = Scorer.open(Path(model_dir), threads=threads, provider=provider, int8=int8)
-        self.job = ScoreJob(Path(model_dir), Path(), Path(), batch_size=batch_size, max_length=max_length)
+        self.batch_size, self.max_length = batch_size, max_length
 
     def __call__(self, batch: Any) -> Any:
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
-        scored = _score_chunk(self.scorer, frame.select("id", "text"), self.job, lambda _done: None)
+        scored = shared.score_chunk(self.scorer, frame.select("id", "text"), self.batch_size, self.max_length)
         keep = [c for c in frame.columns if c.startswith("_")]
         return scored.hstack(frame.select(keep)).to_arrow(compat_level=ARROW)
 
@@ -153,90 +156,10 @@ class BatchScorer:
 # ---------------------------------------------------------------- files: xlc score --engine ray
 
 
-@dataclass(frozen=True)
-class Source:
-    """One input file: its place in the input order and its rows."""
-
-    index: int
-    path: str
-    rows: int
-    offset: int
-
-
-def input_files(spec: Path | str, output: Path) -> list[Path]:
-    """A file, every table file in a folder, or a glob's matches; sorted by path.
-
-    Files whose names start with `.` or `_` are skipped, as Spark and Arrow do.
-    """
-    text = str(spec)
-    path = Path(text)
-    if path.is_dir():
-        found = [p for p in path.iterdir() if p.is_file()]
-    elif path.is_file():
-        found = [path]
-    elif glob.has_magic(text):
-        found = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
-    else:
-        raise XlcError(f"--input {text}: no such file or folder, and no glob pattern")
-    tables = sorted({p.resolve() for p in found
-                     if p.suffix.lower() in data.FORMATS and not p.name.startswith((".", "_"))})
-    if not tables:
-        kinds = ", ".join(sorted(data.FORMATS))
-        raise XlcError(f"--input {text}: no table files ({kinds}) there")
-    inside = [p for p in tables if output.resolve() in p.parents]
-    if inside:
-        raise XlcError(f"--input {text}: {inside[0]} lies in --output {output}; keep the output "
-                       f"folder out of the input")
-    return tables
-
-
-def plan_sources(job: ScoreJob, paths: list[Path]) -> list[Source]:
-    """Check every file's columns and count its rows (Parquet: from the footer only).
-
-    With --id-column the ids of all files are read once to check that they are unique.
-    """
-    sources, offset, id_scans = [], 0, []
-    for i, path in enumerate(paths):
-        where = f"--input {path}"
-        scan = data.scan_table(path)
-        needed = [job.text_column] + ([job.id_column] if job.id_column else [])
-        data.require_columns(scan, where, needed)
-        schema = scan.collect_schema()
-        if schema[job.text_column] != pl.String:
-            raise XlcError(f"{where}: column {job.text_column!r} does not hold text; "
-                           f"pick it with --text-column")
-        try:
-            rows = scan.select(pl.len()).collect().item()
-        except pl.exceptions.PolarsError as exc:
-            raise XlcError(f"{where}: cannot be read: {first_line(exc)}") from None
-        if job.id_column:
-            id_scans.append((path, schema[job.id_column], scan.select(pl.col(job.id_column).alias("id"))))
-        sources.append(Source(i, str(path), rows, offset))
-        offset += rows
-    if id_scans:
-        dtypes = {str(dtype) for _, dtype, _ in id_scans}
-        if len(dtypes) > 1:
-            raise XlcError(f"--id-column {job.id_column!r} has different types across the input files "
-                           f"({', '.join(sorted(dtypes))}); ids must have one type")
-        rows, unique, nulls = pl.concat([s for _, _, s in id_scans]).select(
-            pl.len().alias("rows"), pl.col("id").n_unique().alias("unique"),
-            pl.col("id").null_count().alias("nulls")).collect().row(0)
-        if rows != unique or nulls:
-            raise XlcError(f"--input: column {job.id_column!r} has duplicate or missing ids; "
-                           f"ids must be unique across all input files")
-    return sources
-
-
 def _read_file(source: Source, text_column: str, id_column: str | None, chunk_size: int,
                done: list[tuple[int, int]]) -> Iterator[Any]:
     """A read task: the file's rows not yet in a finished part, with id, text, _file, _row."""
-    scan = data.scan_table(Path(source.path))
-    columns = [pl.col(text_column).alias("text")]
-    if id_column:
-        columns.insert(0, pl.col(id_column).alias("id"))
-    frame = scan.select(columns).with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
-    if not id_column:
-        frame = frame.with_columns((pl.col("_row") + source.offset).alias("id"))
+    frame = shared.id_and_text(data.scan_table(Path(source.path)), text_column, id_column, source.offset)
     starts = np.asarray([s for s, _ in done])
     stops = np.asarray([e for _, e in done])
     for chunk in frame.collect_batches(chunk_size=chunk_size):
@@ -305,17 +228,9 @@ def _missing(ranges: list[tuple[int, int]], rows: int) -> int:
 
 
 def fingerprint(job: ScoreJob, model_dir: Path, paths: list[Path]) -> dict:
-    """What must match for a re-run to keep the parts already written (as ScoreJob's)."""
-    model_file = model_dir / (onnx.INT8_FILE if job.int8 else onnx.ONNX_FILE)
-
-    def stamp(p: Path) -> list:
-        return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else [str(p)]
-
-    return {
-        "engine": "ray", "inputs": [stamp(p) for p in paths], "model": stamp(model_file),
-        "text_column": job.text_column, "id_column": job.id_column, "max_length": job.max_length,
-        "int8": job.int8, "provider": job.provider,
-    }
+    """What must match for a re-run to keep the parts already written (parts name their rows,
+    so the chunk size may change)."""
+    return job.fingerprint(model_dir, paths, ENGINE)
 
 
 def prepare_output(job: ScoreJob, wanted: dict) -> Path:
@@ -332,7 +247,7 @@ def prepare_output(job: ScoreJob, wanted: dict) -> Path:
         elif (out / DONE).exists():
             raise XlcError(f"--output {out} holds a finished run; pass --overwrite to replace it")
         else:
-            check_resumable(manifest, wanted, out)
+            shared.check_resumable(manifest, wanted, out)
             for tmp in out.glob(files.temp_path(out / "part-*").name):  # a write cut short by a kill
                 tmp.unlink()
             return out
@@ -362,7 +277,7 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     with ExitStack() as stack:
         try:  # `.OUTPUT.lock` beside the output folder: one process at a time writes it
             output.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(files.locked(scoring.lock_file(output), f"--output {output}"))
+            stack.enter_context(files.locked(shared.lock_file(output), f"--output {output}"))
         except OSError as exc:
             raise files.write_error(output, exc) from None
         out = prepare_output(job, fingerprint(job, model_dir, paths))
@@ -435,20 +350,24 @@ def _finish(job: ScoreJob, out: Path, sources: list[Source], resumed: int, start
             raise XlcError(f"{out}: {missing} row(s) of {s.path} have no scores after the run; "
                            f"re-run the same command to score them")
     rows = sum(s.rows for s in sources)
-    per_class: dict[str, int] = {}
-    empty = 0
-    if rows:
-        parts = pl.scan_parquet(out / "part-*.parquet")
-        per_class = dict(parts.group_by("label").len().drop_nulls().sort("label").collect().iter_rows())
-        empty = parts.select(pl.col("label").null_count()).collect().item()
+    per_class, empty = shared.tally(pl.scan_parquet(out / "part-*.parquet")) if rows else ({}, 0)
     files.write_text(out / DONE, "")
     return ScoreSummary(rows, time.perf_counter() - start, per_class, empty, resumed, out)
 
 
 def read_scores(out: Path) -> pl.DataFrame:
-    """All parts of a finished `--engine ray` output, in input order."""
+    """All parts of a finished `--engine ray` output, in input order.
+
+    An empty input has no parts: its frame has no rows and the local engine's columns, with
+    row-number ids and the classes of the model the manifest names (none if that is gone).
+    """
     if not any(Path(out).glob("part-*.parquet")):  # an empty input
-        return pl.DataFrame(schema={"id": pl.Int64, "label": pl.String, "confidence": pl.Float32})
+        model_file = Path(json.loads((Path(out) / MANIFEST).read_text())["model"][0])
+        try:
+            classes = read_meta(model_file.parent)["classes"]
+        except (XlcError, OSError, KeyError):
+            classes = []
+        return pl.DataFrame(schema=shared.output_schema(pl.Int64(), classes))
     return pl.read_parquet(Path(out) / "part-*.parquet")
 
 

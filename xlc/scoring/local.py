@@ -1,0 +1,103 @@
+"""`xlc score` on this machine: one table file, scored in chunks into one Parquet file, resumable."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import polars as pl
+
+from xlc import data, files, rundir
+from xlc.errors import XlcError
+from xlc.scoring import job as shared
+from xlc.scoring.job import ScoreJob, ScoreSummary
+from xlc.scoring.scorer import ProgressFn, Scorer
+
+ENGINE = "local"
+
+
+def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummary:
+    """Score a table file in bounded memory; resumable, output in input order.
+
+    Each chunk of `chunk_size` rows is written atomically to `OUTPUT.parts/`; a re-run
+    with the same model, input and options skips finished parts. At the end the parts
+    are streamed into OUTPUT (temp file + rename) and the parts folder is removed.
+    While it runs, `.OUTPUT.lock` beside the output keeps a second process off it.
+    An input without rows gives an output without rows (and no parts folder).
+    """
+    start = time.perf_counter()
+    model_dir = rundir.find_model(Path(job.model))
+    (source,) = shared.plan_sources(job, [Path(job.input)])  # bad input fails before the model is opened (or quantised)
+    total = source.rows
+    job = job.for_model(model_dir)
+    with ExitStack() as stack:
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(files.locked(shared.lock_file(job.output), f"--output {job.output}"))
+        except OSError as exc:
+            raise files.write_error(job.output, exc) from None
+        scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
+        scorer.max_length_for(job.max_length)  # refused before any part is written
+        rows = shared.id_and_text(data.scan_table(job.input), job.text_column, job.id_column).drop("_row")
+        if not total:
+            _check_output(job)
+            empty = pl.DataFrame(schema=shared.output_schema(rows.collect_schema()["id"], scorer.classes))
+            data.write_with(job.output, empty.write_parquet)
+            return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
+        parts = _prepare_parts(job, model_dir)
+        done, resumed = 0, 0
+        try:
+            for k, chunk in enumerate(shared.exact_chunks(rows, job.chunk_size)):
+                part = parts / f"part-{k:06d}.parquet"
+                if part.exists():
+                    resumed += 1
+                else:
+                    scored = shared.score_chunk(scorer, chunk, job.batch_size, job.max_length,
+                                         lambda d, base=done: progress(base + d, total) if progress else None)
+                    data.write_parquet(scored, part)
+                done += chunk.height
+                if progress:
+                    progress(done, total)
+        except pl.exceptions.PolarsError as exc:  # a broken row further in the file
+            raise data.read_error(job.input, exc) from None
+        all_parts = pl.scan_parquet(parts / "part-*.parquet")
+        per_class, empty_texts = shared.tally(all_parts)
+        data.write_with(job.output, all_parts.sink_parquet)
+        shutil.rmtree(parts)
+    return ScoreSummary(done, time.perf_counter() - start, per_class, empty_texts, resumed, job.output)
+
+
+def _check_output(job: ScoreJob) -> None:
+    if job.output.exists() and not job.overwrite:
+        raise XlcError(f"--output {job.output} exists; pass --overwrite to replace it")
+    if job.output.is_dir():
+        raise XlcError(f"--output {job.output} is a folder; name a *.parquet file")
+    if job.output.suffix.lower() not in (".parquet", ".pq"):
+        raise XlcError(f"--output {job.output}: scores are written as Parquet; name it *.parquet")
+
+
+def _prepare_parts(job: ScoreJob, model_dir: Path) -> Path:
+    """The marked parts folder: resumed when its manifest matches, else made afresh.
+
+    Part k holds rows k * chunk_size onwards, so the chunk size is part of the fingerprint.
+    """
+    parts = job.output.with_name(job.output.name + ".parts")
+    manifest = parts / "manifest.json"
+    wanted = job.fingerprint(model_dir, [Path(job.input)], ENGINE, chunk_size=job.chunk_size)
+    if parts.is_dir() and manifest.is_file() and not job.overwrite:
+        shared.check_resumable(manifest, wanted, parts)
+        return parts
+    _check_output(job)
+    if parts.exists() and not (parts.is_dir() and (files.is_marked(parts) or manifest.is_file())):
+        raise XlcError(f"{parts}: is in the way of the parts of --output {job.output} and was not written by "
+                       f"xlc; move it or choose another output name")
+    try:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        files.mark(parts, "score parts")
+        files.write_json(manifest, wanted)
+    except OSError as exc:
+        raise files.write_error(parts, exc) from None
+    return parts
