@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from xlc import data, files, inference, onnx
-from xlc.config import SelfTrainConfig
+from xlc.config import SelfTrainConfig, resolve
 from xlc.errors import XlcError
 from xlc.scoring import Scorer
 
@@ -74,7 +74,7 @@ def selftrain(
         values["selector_options"] = dict(selector_options)
     if out is not None:
         values["out"] = str(out)
-    folder = Path(values.get("out") or _base_out(config)) / "inputs"
+    folder = Path(values.get("out") or resolve({}, config).out) / "inputs"  # out as given or configured
     frames: dict[str, pl.DataFrame] = {}
     inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
     for role, value in inputs.items():
@@ -84,12 +84,7 @@ def selftrain(
             values[role] = str(folder / f"{role}.parquet")
         elif value is not None:
             values[role] = str(value)
-    if isinstance(config, SelfTrainConfig):
-        resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
-    elif config is not None:
-        resolved = SelfTrainConfig.from_toml(Path(config), values)
-    else:
-        resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
+    resolved = resolve(values, config, source="xlc.selftrain()")
     from xlc.loop import run_lock
     from xlc.loop import selftrain as run
 
@@ -122,14 +117,6 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], folder: Path, unfinished: d
             files.write_bytes(path, blob)
         except OSError as exc:
             raise files.write_error(path, exc) from None
-
-
-def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
-    if isinstance(config, SelfTrainConfig):
-        return config.out
-    if config is not None:
-        return SelfTrainConfig.from_toml(Path(config)).out
-    return SelfTrainConfig().out
 
 
 class TextClassifier:
