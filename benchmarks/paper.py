@@ -44,6 +44,7 @@ import xlc
 from xlc import data as xdata
 from xlc import report
 from xlc._compat import package_version
+from xlc.config import DEFAULTS, show
 from xlc.errors import XlcError
 from xlc.rundir import RunDir
 
@@ -88,15 +89,15 @@ class Profile:
     name: str
     data: tuple[DataSpec, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
-    model: str = "multilingual-e5-small"
+    model: str = DEFAULTS.model
     epochs: int = 2
-    batch_size: int = 32
-    lr: float = 2e-4
-    head_lr: float = 1e-3
+    batch_size: int = DEFAULTS.batch_size
+    lr: float = DEFAULTS.lr
+    head_lr: float = DEFAULTS.head_lr
     max_rounds: int = 2
-    patience: int = 1
-    max_length_cap: int = 64     # the fitted max length (95th percentile of tokens) is capped here
-    freeze_embeddings: bool = True
+    patience: int = DEFAULTS.patience
+    max_length_cap: int = DEFAULTS.max_length  # the fitted max length (95th percentile of tokens) is capped here
+    freeze_embeddings: bool = DEFAULTS.freeze_embeddings
     pooled: bool = True          # one run per selector for all target languages together
     test_every_round: bool = False
     threshold: float = 0.95
@@ -106,7 +107,7 @@ class Profile:
     methods: tuple[str, ...] = ("zero-shot", "balanced", "throttling", "thresholded", "pool-prior", "control",
                                 "logreg")  # zero-shot and control come from "default" when it runs, else "balanced"
     select_epoch: bool = False   # choose each round's epochs on the target dev set (xlc's default)
-    train_layers: int = 0        # train only the top layers on cached lower-layer features (0: all)
+    train_layers: int = DEFAULTS.train_layers  # train only the top layers on cached lower-layer features (0: all)
     note: str = ""
 
 
@@ -838,10 +839,10 @@ def deviations(profile: Profile) -> list[str]:
                    "of a data set (one pool, one dev set for early stopping), instead of one run per "
                    "language. Balanced takes Kt per class from the pooled pool, so about Kt / languages "
                    "per language and class.")
-    if profile.head_lr != 1e-3:
-        out.append(f"Head learning rate {profile.head_lr:g} (xlc's default is 1e-3): with so few steps per "
-                   f"round the default head barely learns (round-0 dev accuracy on SIB-200, 1 epoch: 0.31 "
-                   f"with 1e-3, 0.48 with 1e-2; 2 epochs with 1e-2: 0.70 to 0.76).")
+    if profile.head_lr != DEFAULTS.head_lr:
+        out.append(f"Head learning rate {profile.head_lr:g} (xlc's default is {show(DEFAULTS.head_lr)}): "
+                   f"with so few steps per round the default head barely learns (round-0 dev accuracy on "
+                   f"SIB-200, 1 epoch: 0.31 with 1e-3, 0.48 with 1e-2; 2 epochs with 1e-2: 0.70 to 0.76).")
     if profile.freeze_embeddings:
         out.append("The word-embedding table is frozen (30-40% faster steps on a CPU).")
     sliced = [d for d in profile.data if any(v is not None for v in (d.train, d.pool, d.dev, d.test))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xlc import XlcError
-from xlc.config import SelfTrainConfig
+from xlc.config import DEFAULTS, SelfTrainConfig, resolve
 
 
 def test_defaults_run_the_demo():
@@ -57,3 +57,41 @@ def test_wrong_type_in_config_file_is_named(tmp_path):
     path.write_text('epochs = "five"\n')
     with pytest.raises(XlcError, match=r"setting 'epochs' must be int, got 'five'"):
         SelfTrainConfig.from_toml(path)
+
+
+def test_resume_reads_the_run_folders_own_config(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    SelfTrainConfig(out=str(tmp_path / "elsewhere"), epochs=2, seed=9).write_toml(run / "config.toml")
+    config = resolve({"threads": 1}, resume=run)
+    assert (config.out, config.epochs, config.seed, config.threads) == (str(run), 2, 9, 1)
+    assert resolve({"out": str(run)}, resume=run).out == str(run)
+
+
+@pytest.mark.parametrize(("settings", "config", "message"), [
+    ({"out": "other"}, None, "--resume DIR takes its settings from DIR/config.toml; drop --config and --out"),
+    ({}, "run.toml", "--resume DIR takes its settings from DIR/config.toml; drop --config and --out"),
+])
+def test_resume_refuses_another_config_or_out(tmp_path, settings, config, message):
+    with pytest.raises(XlcError, match=message):
+        resolve(settings, config and tmp_path / config, resume=tmp_path)
+
+
+def test_resume_of_a_folder_without_a_run_is_named(tmp_path):
+    with pytest.raises(XlcError, match=r"--resume .*: no config.toml there; it does not hold an xlc run"):
+        resolve({}, resume=tmp_path)
+
+
+def test_settings_win_over_a_config_object_or_file_and_selector_options_merge(tmp_path):
+    base = SelfTrainConfig(seed=3, selector_options={"kt": 5})
+    path = tmp_path / "run.toml"
+    base.write_toml(path)
+    for config in (base, path, str(path)):
+        resolved = resolve({"epochs": 2}, config, selector_options={"n": 1})
+        assert (resolved.seed, resolved.epochs, resolved.selector_options) == (3, 2, {"kt": 5, "n": 1})
+    assert resolve({}) == DEFAULTS
+
+
+def test_unknown_setting_names_where_it_came_from():
+    with pytest.raises(XlcError, match=r"xlc.selftrain\(\): unknown setting 'epocs'"):
+        resolve({"epocs": 1}, source="xlc.selftrain()")

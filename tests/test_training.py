@@ -206,3 +206,13 @@ def test_pool_gold_with_an_id_not_in_the_pool_is_refused_with_that_id(tiny_model
         "--pool-gold", str(tmp_path / "gold.csv"), "--id-column", "doc"])
     assert result.exit_code != 0 and "id 999 is not in the pool" in result.output
     assert not (tmp_path / "run" / "round-00").exists()
+
+
+def test_one_rounds_defaults_are_the_selftrain_defaults():
+    from xlc.config import DEFAULTS
+
+    names = ("epochs", "batch_size", "max_length", "lr", "head_lr", "warmup", "freeze_embeddings", "seed",
+             "max_steps", "train_layers")
+    trained = model.TrainSettings()
+    assert {n: getattr(trained, n) for n in names} == {n: getattr(DEFAULTS, n) for n in names}
+    assert trained.epoch_patience == 0  # a round fine-tuned on its own never stops early

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from xlc import data, files, inference
-from xlc.config import SelfTrainConfig
+from xlc.config import SelfTrainConfig, resolve
 from xlc.errors import XlcError
 from xlc.rundir import RunDir, find_model, run_lock
 from xlc.scoring import Scorer
@@ -75,7 +75,7 @@ def selftrain(
         values["selector_options"] = dict(selector_options)
     if out is not None:
         values["out"] = str(out)
-    run_dir = RunDir(Path(values.get("out") or _base_out(config)))
+    run_dir = RunDir(Path(values.get("out") or resolve({}, config).out))  # out as given or configured
     frames: dict[str, pl.DataFrame] = {}
     inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
     for role, value in inputs.items():
@@ -85,12 +85,7 @@ def selftrain(
             values[role] = str(run_dir.input(role))
         elif value is not None:
             values[role] = str(value)
-    if isinstance(config, SelfTrainConfig):
-        resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
-    elif config is not None:
-        resolved = SelfTrainConfig.from_toml(Path(config), values)
-    else:
-        resolved = SelfTrainConfig.from_mapping(values, source="xlc.selftrain()")
+    resolved = resolve(values, config, source="xlc.selftrain()")
     from xlc.loop import selftrain as run
 
     with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
@@ -122,14 +117,6 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
             files.write_bytes(path, blob)
         except OSError as exc:
             raise files.write_error(path, exc) from None
-
-
-def _base_out(config: str | Path | SelfTrainConfig | None) -> str:
-    if isinstance(config, SelfTrainConfig):
-        return config.out
-    if config is not None:
-        return SelfTrainConfig.from_toml(Path(config)).out
-    return SelfTrainConfig().out
 
 
 class TextClassifier:

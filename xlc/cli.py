@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 import xlc
+from xlc.config import cli_fields, cli_help, flag, resolve, show
 from xlc.errors import XlcError
 from xlc.inference import BATCH_SIZE, CHUNK_SIZE, MAX_LENGTH_HELP
+from xlc.selectors.builtin import BUILTINS
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -60,105 +63,89 @@ MAX_LENGTH_OPTION = click.option("--max-length", type=int,
                                  help=f"Tokens per text; longer texts are cut.  [default: {MAX_LENGTH_HELP}]")
 
 
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """`--demo-langs a,b` as a tuple; not given (or empty): None."""
+    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _config_option(option: dataclasses.Field) -> Decorator:
+    """The click option of a `SelfTrainConfig` field: flag, type and help from the field's `setting`.
+
+    No click default: an option not given is None and leaves the config file's value (or the default).
+    """
+    cli = option.metadata["cli"]
+    kind = str(option.type).split("|")[0].strip()
+    names = [flag(option.name) + (f"/{cli['off']}" if cli["off"] else "")]
+    extra: dict[str, Any] = {"default": None} if cli["off"] else {}
+    if cli["file"]:
+        extra["type"] = FILE
+    elif cli["choices"]:
+        extra["type"] = click.Choice(cli["choices"])
+    elif kind in ("int", "float"):
+        extra["type"] = int if kind == "int" else float
+    elif kind.startswith("tuple"):
+        extra["callback"] = _comma_list
+    return click.option(*names, help=cli_help(option), **extra)
+
+
+def _config_options(after: dict[str, list[Decorator]]) -> Decorator:
+    """Every `SelfTrainConfig` option in field order; `after[name]`: CLI-only options that follow that field."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(cli_fields()):  # click lists options in the reverse order they are added
+            for extra in reversed(after.get(option.name, [])):
+                func = extra(func)
+            func = _config_option(option)(func)
+        return func
+
+    return decorate
+
+
+def _shortcut(name: str, selector: str, help: str) -> Decorator:
+    """`--kt`, `--n`, `--threshold`: one option of a built-in selector, with its type and default."""
+    spec = next(o for s in BUILTINS if s.name == selector for o in s.options if o.name == name)
+    return click.option(f"--{name}", type=spec.type, help=f"{selector}: {help}  [default: {show(spec.default)}]")
+
+
 @main.command()
 @click.option("--config", "config_file", type=FILE, help="TOML file with settings; flags override it.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Continue the interrupted run in this folder with its own settings.")
-@click.option("--out", help="Output folder for the run (re-running on an unfinished run resumes it).  "
-                            "[default: runs/xlc]")
-@click.option("--train", type=FILE, help="Labelled source-language data (CSV, Parquet, JSONL).")
-@click.option("--unlabeled", type=FILE, help="Unlabelled target-language pool.")
-@click.option("--dev", type=FILE, help="Labelled target-language data for early stopping.")
-@click.option("--test", type=FILE, help="Labelled target-language data for the final accuracy.")
-@click.option("--pool-gold", type=FILE,
-              help="True labels of the pool (id and label columns), for pseudo-label precision only; "
-                   "never used for training or selection.")
-@click.option("--text-column", help="Column holding the text.  [default: text]")
-@click.option("--label-column", help="Column holding the label.  [default: label]")
-@click.option("--id-column", help="Pool column with unique ids.  [default: row number]")
-@click.option("--lang-column", help="Optional column for per-language metrics.  [default: lang]")
-@click.option("--demo-langs", help="Demo only: comma-separated target languages.  [default: deu_Latn,zho_Hans]")
-@click.option("--model", help="'multilingual-e5-small' or a local Hugging Face encoder folder.")
-@click.option("--selector", help="Selector name (see `xlc selectors`).  [default: balanced]")
-@click.option("--kt", type=int, help="balanced: texts per class per round.  [default: 40]")
-@click.option("--n", type=int, help="throttling: texts per round.  [default: 280]")
-@click.option("--threshold", type=float, help="thresholded: minimum confidence.  [default: 0.9]")
-@click.option("--selector-opt", multiple=True, metavar="KEY=VALUE", help="Any selector option; repeatable.")
-@click.option("--selector-config", type=FILE,
-              help="TOML file of selector options (key = value); the option flags override it.")
-@click.option("--max-rounds", type=int, help="Self-training rounds after round 0.  [default: 3]")
-@click.option("--patience", type=int, help="Stop after this many rounds without dev gain.  [default: 1]")
-@click.option("--epochs", type=int, help="Epochs per round (the most, with --select-epoch).  [default: 5]")
-@click.option("--select-epoch/--fixed-epochs", default=None,
-              help="Score dev after each epoch and keep the best epoch, or train exactly --epochs.  "
-                   "[default: select]")
-@click.option("--epoch-patience", type=int,
-              help="--select-epoch: stop a round after this many epochs without dev gain (0: never).  "
-                   "[default: 2]")
-@click.option("--max-steps", type=int,
-              help="Optimiser steps per round, overriding --epochs (e.g. the same-compute control).")
-@click.option("--targets", type=click.Choice(["hard", "soft"]),
-              help="What pseudo-labelled texts train on: the selected label, or the model's class "
-                   "probabilities (soft: self-distillation).  [default: hard]")
-@click.option("--warm-start/--from-base", default=None,
-              help="Each round continues from the last round's model, or starts from the base model.  "
-                   "[default: warm-start]")
-@click.option("--train-layers", type=int,
-              help="Train only the top N encoder layers and the head; the frozen layers below run once "
-                   "per text (0: all layers).  [default: 0]")
-@click.option("--batch-size", type=int, help="Training batch size.  [default: 32]")
-@click.option("--max-length", type=int,
-              help="Max tokens per text; stored with the model, which is then scored at it.  [default: 64]")
-@click.option("--lr", type=float, help="Encoder learning rate (3e-5 suits base-size encoders).  [default: 2e-4]")
-@click.option("--head-lr", type=float, help="Classification head learning rate.  [default: 1e-3]")
-@click.option("--warmup", type=float, help="Share of steps for linear warm-up.  [default: 0.1]")
-@click.option("--freeze-embeddings/--train-embeddings", default=None,
-              help="Freeze the word-embedding table (faster on CPU).  [default: freeze]")
-@click.option("--seed", type=int, help="Random seed.  [default: 0]")
-@click.option("--score-batch-size", type=int, help=f"Batch size for ONNX scoring.  [default: {BATCH_SIZE}]")
-@click.option("--threads", type=int, help="CPU threads for training and scoring.  [default: all]")
-@click.option("--engine", type=click.Choice(["local", "ray"]),
-              help="Where each round's pool is scored: here, or on Ray actors.  [default: local]")
-@click.option("--ray-address", help="--engine ray: cluster to join (HOST:PORT).  [default: a local Ray]")
-@click.option("--workers", type=int, help="--engine ray: actors.  [default: cluster CPUs / 2]")
+@_config_options(after={"selector": [
+    _shortcut("kt", "balanced", "texts per class per round."),
+    _shortcut("n", "throttling", "texts per round."),
+    _shortcut("threshold", "thresholded", "minimum confidence."),
+    click.option("--selector-opt", multiple=True, metavar="KEY=VALUE", help="Any selector option; repeatable."),
+    click.option("--selector-config", type=FILE,
+                 help="TOML file of selector options (key = value); the option flags override it."),
+]})
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
 @_fail_cleanly
 def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt: int | None, n: int | None,
               threshold: float | None, selector_opt: tuple[str, ...], selector_config: Path | None,
-              demo_langs: str | None, **flags: Any) -> None:
+              **flags: Any) -> None:
     """Self-train a classifier: fine-tune, score the pool, select, repeat.
 
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
     from xlc import report
-    from xlc.config import SelfTrainConfig
     from xlc.progress import Bars
     from xlc.loop import selftrain as run
     from xlc.rundir import RunDir, run_lock
     from xlc.selectors import options as selector_file
 
     _setup_logging(quiet)
-    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
-    if resume_dir:
-        if config_file or overrides.get("out", str(resume_dir)) != str(resume_dir):
-            raise XlcError("--resume DIR takes its settings from DIR/config.toml; drop --config and --out")
-        config_file, overrides["out"] = RunDir(resume_dir).config, str(resume_dir)
-        if not config_file.is_file():
-            raise XlcError(f"--resume {resume_dir}: no {config_file.name} there; it does not hold an xlc run")
-    if demo_langs:
-        overrides["demo_langs"] = tuple(x.strip() for x in demo_langs.split(",") if x.strip())
-    given = {"kt": kt, "n": n, "threshold": threshold}
+    shortcuts = {"kt": kt, "n": n, "threshold": threshold}
     selector_options = (
         (selector_file.read_file(selector_config) if selector_config else {})
-        | {k: v for k, v in given.items() if v is not None}
+        | {k: v for k, v in shortcuts.items() if v is not None}
         | selector_file.parse_pairs(selector_opt)
     )
-    if config_file:
-        config = SelfTrainConfig.from_toml(config_file, overrides)
-    else:
-        config = SelfTrainConfig.from_mapping(overrides, source="command line")
-    if selector_options:
-        config = config.replace(selector_options={**config.selector_options, **selector_options})
+    config = resolve({k: v for k, v in flags.items() if v is not None}, config_file, resume=resume_dir,
+                     selector_options=selector_options)
     with run_lock(Path(config.out)), Bars(quiet=quiet) as bars:
         result = run(config, progress=bars)
     print_rounds(result.report)
@@ -172,12 +159,8 @@ def print_rounds(summary: dict) -> None:
     """The round-by-round table on stdout."""
     from xlc.report import COLUMNS, table_rows
 
-    table = Table(title=f"xlc selftrain: selector {summary['config']['selector']}, "
-                        f"classes {', '.join(summary['classes'])}")
-    for name in COLUMNS:
-        table.add_column(name, justify="right" if name != "per class" else "left")
-    for row in table_rows(summary["rounds"]):
-        table.add_row(*row)
+    title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
+    table = _table(title, COLUMNS, table_rows(summary["rounds"]), left=COLUMNS.index("per class"))
     Console(width=200).print(table)
 
 
@@ -331,25 +314,23 @@ def evaluate(model_path: Path, data_path: Path, langs: tuple[str, ...], as_json:
         return
     console = Console(width=200)
     ordinal = "mse" in result
-    overview = Table(title=f"xlc evaluate: {result['model']} on {result['data']}")
-    for name in ("rows", "n", "accuracy", "macro-F1") + (("MSE", "MSE wrong") if ordinal else ()):
-        overview.add_column(name, justify="left" if name == "rows" else "right")
-    for row in summary_rows(result):
-        overview.add_row(*row)
-    console.print(overview)
-    per_class = Table(title="per class")
-    for name in ("class", "precision", "recall", "F1", "support"):
-        per_class.add_column(name, justify="left" if name == "class" else "right")
-    for row in class_rows(result):
-        per_class.add_row(*row)
-    console.print(per_class)
-    confusion = Table(title="confusion matrix (rows: gold, columns: predicted)")
-    confusion.add_column("gold \\ predicted")
-    for name in result["classes"]:
-        confusion.add_column(name, justify="right")
-    for name, counts in zip(result["classes"], result["confusion"], strict=True):
-        confusion.add_row(name, *(str(c) for c in counts))
-    console.print(confusion)
+    columns = ("rows", "n", "accuracy", "macro-F1") + (("MSE", "MSE wrong") if ordinal else ())
+    console.print(_table(f"xlc evaluate: {result['model']} on {result['data']}", columns, summary_rows(result)))
+    console.print(_table("per class", ("class", "precision", "recall", "F1", "support"), class_rows(result)))
+    confusion = [(name, *(str(c) for c in counts))
+                 for name, counts in zip(result["classes"], result["confusion"], strict=True)]
+    console.print(_table("confusion matrix (rows: gold, columns: predicted)",
+                         ("gold \\ predicted", *result["classes"]), confusion))
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 0) -> Table:
+    """A rich table: the column at index `left` left-aligned, the others right-aligned."""
+    table = Table(title=title)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == left else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 @main.command("report")

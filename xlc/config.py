@@ -25,45 +25,66 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def setting(default: Any, help: str, *, none: str | None = None, off: str | None = None,
+            choices: tuple[str, ...] | None = None, file: bool = False) -> Any:
+    """A `SelfTrainConfig` field with what its command-line option needs (cli.py builds the option).
+
+    help: the option's help, without its default (`cli_help` adds that); none: what None means,
+    shown as the default; off: the flag that sets a bool False (its on flag is `flag(name)`);
+    choices: the only values; file: the value is the path of a file.
+    """
+    cli = {"help": help, "none": none, "off": off, "choices": choices, "file": file}
+    return field(default=default, metadata={"cli": cli})
+
+
 @dataclass(frozen=True)
 class SelfTrainConfig:
-    """Every setting of `xlc selftrain`; each field is also a CLI option and a TOML key."""
+    """Every setting of `xlc selftrain`; each field is also a TOML key and, with `setting`, a CLI option."""
 
-    out: str = "runs/xlc"
-    train: str | None = None
-    unlabeled: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    pool_gold: str | None = None   # the pool's true labels (id + label), for pseudo-label precision only
-    text_column: str = "text"
-    label_column: str = "label"
-    id_column: str | None = None
-    lang_column: str = "lang"
-    demo_langs: tuple[str, ...] = data.DEMO_TARGETS
-    model: str = DEFAULT_MODEL
-    selector: str = "balanced"
-    selector_options: Mapping[str, Any] = field(default_factory=dict)
-    max_rounds: int = 3
-    patience: int = 1
-    epochs: int = 5
-    select_epoch: bool = True
-    epoch_patience: int = 2
-    max_steps: int | None = None
-    train_layers: int = 0
-    targets: str = "hard"      # what pseudo-labelled texts train on: "hard" labels or "soft" teacher probabilities
-    warm_start: bool = True    # each round continues from the last; False: from the base model again
-    batch_size: int = 32
-    max_length: int = 64      # also what the exported models are scored at (stored in their xlc.json)
-    lr: float = 2e-4
-    head_lr: float = 1e-3
-    warmup: float = 0.1
-    freeze_embeddings: bool = True
-    seed: int = 0
-    score_batch_size: int = inference.BATCH_SIZE
-    threads: int | None = None
-    engine: str = "local"  # where each round's pool is scored: "local", or "ray" (xlc/scoring/ray.py)
-    ray_address: str | None = None
-    workers: int | None = None
+    out: str = setting("runs/xlc", "Output folder for the run (re-running on an unfinished run resumes it).")
+    train: str | None = setting(None, "Labelled source-language data (CSV, Parquet, JSONL).", file=True)
+    unlabeled: str | None = setting(None, "Unlabelled target-language pool.", file=True)
+    dev: str | None = setting(None, "Labelled target-language data for early stopping.", file=True)
+    test: str | None = setting(None, "Labelled target-language data for the final accuracy.", file=True)
+    pool_gold: str | None = setting(None, "True labels of the pool (id and label columns), for pseudo-label "
+                                    "precision only; never used for training or selection.", file=True)
+    text_column: str = setting("text", "Column holding the text.")
+    label_column: str = setting("label", "Column holding the label.")
+    id_column: str | None = setting(None, "Pool column with unique ids.", none="row number")
+    lang_column: str = setting("lang", "Optional column for per-language metrics.")
+    demo_langs: tuple[str, ...] = setting(data.DEMO_TARGETS, "Demo only: comma-separated target languages.")
+    model: str = setting(DEFAULT_MODEL, f"{DEFAULT_MODEL!r} or a local Hugging Face encoder folder.")
+    selector: str = setting("balanced", "Selector name (see `xlc selectors`).")
+    selector_options: Mapping[str, Any] = field(default_factory=dict)  # the CLI has its own options for them
+    max_rounds: int = setting(3, "Self-training rounds after round 0.")
+    patience: int = setting(1, "Stop after this many rounds without dev gain.")
+    epochs: int = setting(5, "Epochs per round (the most, with --select-epoch).")
+    select_epoch: bool = setting(True, "Score dev after each epoch and keep the best epoch, or train exactly "
+                                       "--epochs.", off="--fixed-epochs")
+    epoch_patience: int = setting(2, "--select-epoch: stop a round after this many epochs without dev gain "
+                                     "(0: never).")
+    max_steps: int | None = setting(None, "Optimiser steps per round, overriding --epochs (e.g. the "
+                                          "same-compute control).")
+    train_layers: int = setting(0, "Train only the top N encoder layers and the head; the frozen layers below "
+                                   "run once per text (0: all layers).")
+    targets: str = setting("hard", "What pseudo-labelled texts train on: the selected label, or the model's "
+                                   "class probabilities (soft: self-distillation).", choices=TARGETS)
+    warm_start: bool = setting(True, "Each round continues from the last round's model, or starts from the "
+                                     "base model.", off="--from-base")
+    batch_size: int = setting(32, "Training batch size.")
+    max_length: int = setting(64, "Max tokens per text; stored with the model, which is then scored at it.")
+    lr: float = setting(2e-4, "Encoder learning rate (3e-5 suits base-size encoders).")
+    head_lr: float = setting(1e-3, "Classification head learning rate.")
+    warmup: float = setting(0.1, "Share of steps for linear warm-up.")
+    freeze_embeddings: bool = setting(True, "Freeze the word-embedding table (faster on CPU).",
+                                      off="--train-embeddings")
+    seed: int = setting(0, "Random seed.")
+    score_batch_size: int = setting(inference.BATCH_SIZE, "Batch size for ONNX scoring.")
+    threads: int | None = setting(None, "CPU threads for training and scoring.", none="all")
+    engine: str = setting("local", "Where each round's pool is scored: here, or on Ray actors.",
+                           choices=ENGINES)  # ray: xlc/scoring/ray.py
+    ray_address: str | None = setting(None, "--engine ray: cluster to join (HOST:PORT).", none="a local Ray")
+    workers: int | None = setting(None, "--engine ray: actors.", none="cluster CPUs / 2")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -146,6 +167,60 @@ class SelfTrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields that are command-line options, in their order."""
+    return [f for f in dataclasses.fields(SelfTrainConfig) if "cli" in f.metadata]
+
+
+def show(value: Any) -> str:
+    """A default as --help shows it: floats in their shortest exact spelling (2e-4, 0.1), lists comma-separated."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float):
+        mantissa, exponent = f"{value:e}".split("e")
+        short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return short if float(short) == value and len(short) < len(repr(value)) else repr(value)
+    return str(value)
+
+
+def cli_help(option: dataclasses.Field) -> str:
+    """The option's help with its default, "[default: ...]" as click writes it, from the field's own default."""
+    cli = option.metadata["cli"]
+    if isinstance(option.default, bool):
+        shown: str | None = flag(option.name)[2:] if option.default else cli["off"][2:]
+    else:
+        shown = cli["none"] if option.default is None else show(option.default)
+    return f"{cli['help']}  [default: {shown}]" if shown is not None else cli["help"]
+
+
+def resolve(settings: Mapping[str, Any], config: str | Path | SelfTrainConfig | None = None, *,
+            resume: Path | None = None, selector_options: Mapping[str, Any] | None = None,
+            source: str = "command line") -> SelfTrainConfig:
+    """The settings of a run, for `xlc selftrain` and `xlc.selftrain()` alike.
+
+    `settings` (flags, keyword arguments) win over `config` (a TOML file or a SelfTrainConfig),
+    which wins over the defaults; no data settings anywhere means the bundled demo.
+    `resume`: an earlier run folder, whose config.toml is then the config file (no other `config`
+    or `out`). `selector_options` are merged into the resolved config's own.
+    """
+    values = dict(settings)
+    if resume is not None:
+        if config is not None or str(values.get("out", resume)) != str(resume):
+            raise XlcError("--resume DIR takes its settings from DIR/config.toml; drop --config and --out")
+        config, values["out"] = resume / "config.toml", str(resume)
+        if not config.is_file():
+            raise XlcError(f"--resume {resume}: no config.toml there; it does not hold an xlc run")
+    if isinstance(config, SelfTrainConfig):
+        resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
+    elif config is not None:
+        resolved = SelfTrainConfig.from_toml(Path(config), values)
+    else:
+        resolved = SelfTrainConfig.from_mapping(values, source=source)
+    if selector_options:
+        resolved = resolved.replace(selector_options={**resolved.selector_options, **selector_options})
+    return resolved
+
+
 _TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
 
 
@@ -166,3 +241,7 @@ def _check_type(source: str, name: str, annotation: str, value: Any) -> None:
 def _require(name: str, ok: bool, requirement: str, value: Any) -> None:
     if not ok:
         raise XlcError(f"{flag(name)} must be {requirement}, got {value!r}")
+
+
+DEFAULTS = SelfTrainConfig()
+"""The default settings: the one place a default is written (model.py and the benchmarks read them here)."""

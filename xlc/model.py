@@ -25,6 +25,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from xlc import default_model
+from xlc.config import DEFAULTS
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE, read_meta, write_meta
 
@@ -180,37 +181,35 @@ def _default_device() -> str:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How one round is fine-tuned.
+    """How one round is fine-tuned; the defaults are `xlc selftrain`'s (`xlc.config.DEFAULTS`)."""
 
-    epochs: with dev data, the most epochs: the model is scored on dev after each epoch and
-    the best epoch's weights are kept (the paper's protocol); without, exactly this many.
-    max_steps: optimiser steps in all, overriding `epochs` (the data is cycled; the last
-    epoch may be partial): how the same-compute control is run.
-    epoch_patience: with dev data, stop after this many epochs without a better dev accuracy
-    (0: never stop early).
-    train_layers: 0 trains every layer; k trains only the top k encoder layers and the head.
-    The layers below are then frozen, so their output for a text never changes: it is
-    computed once (see `LowerLayers`) and every epoch runs only the top k layers.
-    device: "auto" trains on CUDA when torch sees a GPU, else on the CPU; "cuda" asks for
-    the GPU (and falls back to the CPU with one warning when there is none); "cpu" never
-    uses a GPU. The default comes from $XLC_DEVICE, else "auto".
-    mixed_precision: on CUDA, autocast to bf16 where the GPU supports it, else fp16 with
-    loss scaling. Training on the CPU is always fp32.
-    """
-
-    epochs: int = 5
-    batch_size: int = 32
-    max_length: int = 64
-    lr: float = 2e-4
-    head_lr: float = 1e-3
-    warmup: float = 0.1
-    freeze_embeddings: bool = True
-    seed: int = 0
-    max_steps: int | None = None
+    epochs: int = DEFAULTS.epochs
+    """With dev data, the most epochs: the model is scored on dev after each epoch and the best
+    epoch's weights are kept (the paper's protocol); without, exactly this many."""
+    batch_size: int = DEFAULTS.batch_size
+    max_length: int = DEFAULTS.max_length
+    lr: float = DEFAULTS.lr
+    head_lr: float = DEFAULTS.head_lr
+    warmup: float = DEFAULTS.warmup
+    freeze_embeddings: bool = DEFAULTS.freeze_embeddings
+    seed: int = DEFAULTS.seed
+    max_steps: int | None = DEFAULTS.max_steps
+    """Optimiser steps in all, overriding `epochs` (the data is cycled; the last epoch may be
+    partial): how the same-compute control is run."""
     epoch_patience: int = 0
-    train_layers: int = 0
+    """With dev data, stop after this many epochs without a better dev accuracy (0: never stop
+    early). Not `xlc selftrain`'s default: a round fine-tuned on its own never stops early."""
+    train_layers: int = DEFAULTS.train_layers
+    """0 trains every layer; k trains only the top k encoder layers and the head. The layers below
+    are then frozen, so their output for a text never changes: it is computed once (see
+    `LowerLayers`) and every epoch runs only the top k layers."""
     device: str = field(default_factory=_default_device)
+    """Where to train: "auto" on CUDA when torch sees a GPU, else on the CPU; "cuda" asks for the
+    GPU (and falls back to the CPU with one warning when there is none); "cpu" never uses a GPU.
+    The default comes from $XLC_DEVICE, else "auto"."""
     mixed_precision: bool = True
+    """On CUDA, autocast to bf16 where the GPU supports it, else fp16 with loss scaling. Training
+    on the CPU is always fp32."""
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
