@@ -42,7 +42,7 @@ import polars as pl
 
 import xlc
 from xlc import data as xdata
-from xlc import report
+from xlc import plots
 from xlc._compat import package_version
 from xlc.config import DEFAULTS, show
 from xlc.errors import XlcError
@@ -413,7 +413,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
     if method == "control" and balanced is not None:
         summary["matched_to"] = {"balanced_train_steps": balanced["train_steps"],
                                  "balanced_rounds": balanced["rounds"]}
-    for path in (layout.report_md, layout.report, *(run_dir / name for name in report.PLOTS)):
+    for path in (layout.report_md, layout.report, *(run_dir / name for name in plots.PLOTS)):
         if path.is_file():
             shutil.copy2(path, folder / path.name)
     if not bench.keep_models:
@@ -862,10 +862,10 @@ def deviations(profile: Profile) -> list[str]:
 def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
     """Bars of accuracy per language and method; class shares per selector; rounds per selector."""
     plots = {}
-    fig = report.figure(max(7.5, 1.1 * len(ds["accuracy"]) + 3), 4.4)
+    fig = plots.figure(max(7.5, 1.1 * len(ds["accuracy"]) + 3), 4.4)
     ax = fig.subplots()
     groups = list(ds["accuracy"])
-    report.grouped_bars(ax, groups, {m: [ds["accuracy"][g].get(m, {}).get("mean") for g in groups]
+    plots.grouped_bars(ax, groups, {m: [ds["accuracy"][g].get(m, {}).get("mean") for g in groups]
                                      for m in ds["methods"]},
                         {m: [ds["accuracy"][g].get(m, {}).get("sd") for g in groups] for m in ds["methods"]})
     low = min((v["mean"] for row in ds["accuracy"].values() for v in row.values()), default=0)
@@ -874,25 +874,25 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
     ax.set_title(f"{name}: test accuracy per target language and method")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    plots["accuracy"] = report.save_png(fig, out / f"{stem}-{name}-accuracy.png").name
+    plots["accuracy"] = plots.save_png(fig, out / f"{stem}-{name}-accuracy.png").name
 
     shares = ds["class_shares"]
     if len(shares) > 1:
-        fig = report.figure(7.5, 4.2)
+        fig = plots.figure(7.5, 4.2)
         ax = fig.subplots()
-        report.stacked_bars(ax, list(shares), {c: [shares[k][c] for k in shares] for c in ds["classes"]})
+        plots.stacked_bars(ax, list(shares), {c: [shares[k][c] for k in shares] for c in ds["classes"]})
         ax.set_ylabel("share of pseudo-labels")
         ax.set_title(f"{name}: class of the pseudo-labels, per selector (all rounds and seeds)")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-        plots["pseudo-label classes"] = report.save_png(fig, out / f"{stem}-{name}-classes.png").name
+        plots["pseudo-label classes"] = plots.save_png(fig, out / f"{stem}-{name}-classes.png").name
 
     if ds["rounds"]:
-        fig = report.figure(10, 4)
+        fig = plots.figure(10, 4)
         axes = fig.subplots(1, 2)
-        for (method, row), color in zip(ds["rounds"].items(), report.colors(len(ds["rounds"])), strict=True):
+        for (method, row), color in zip(ds["rounds"].items(), plots.colors(len(ds["rounds"])), strict=True):
             for ax, key in zip(axes, ("dev_accuracy", "pseudo_precision"), strict=True):
                 ys = row[key]
-                ax.plot(range(len(ys)), report._nan(ys), marker="o", color=color, label=method)
+                ax.plot(range(len(ys)), plots.gaps(ys), marker="o", color=color, label=method)
         axes[0].set_title("dev accuracy per round (mean over seeds)")
         axes[1].set_title("pseudo-label precision per round (mean over seeds)")
         longest = max(len(row["dev_accuracy"]) for row in ds["rounds"].values())
@@ -903,7 +903,7 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=8, frameon=False)
-        plots["rounds"] = report.save_png(fig, out / f"{stem}-{name}-rounds.png").name
+        plots["rounds"] = plots.save_png(fig, out / f"{stem}-{name}-rounds.png").name
     return plots
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from xlc import files, onnx, report
+from xlc import files, onnx, plots
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 
@@ -113,7 +113,7 @@ def test_save_png_whose_savefig_fails_leaves_no_temp_file(tmp_path, monkeypatch)
     from matplotlib.figure import Figure
 
     target = tmp_path / "accuracy.png"
-    report.save_png(report.figure(), target)
+    plots.save_png(plots.figure(), target)
     before = target.read_bytes()
 
     def half_written(self, fname, **kwargs):
@@ -122,7 +122,7 @@ def test_save_png_whose_savefig_fails_leaves_no_temp_file(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Figure, "savefig", half_written)
     with pytest.raises(OSError, match="No space left"):
-        report.save_png(report.figure(), target)
+        plots.save_png(plots.figure(), target)
     assert target.read_bytes() == before
     assert leftovers(tmp_path) == []
 

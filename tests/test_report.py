@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import xlc
-from xlc import report
+from xlc import plots, report
 from xlc.cli import main
 
 CLASSES = ["entertainment", "geography", "health", "politics", "science/technology", "sports", "travel"]
@@ -92,7 +92,7 @@ def test_render_is_repeatable_and_leaves_no_temp_files(recorded_run):
 
 
 def test_the_accuracy_series_follow_rounds_and_languages():
-    series = report.accuracy_series(RECORDED["rounds"], "test")
+    series = plots.accuracy_series(RECORDED["rounds"], "test")
     assert series == {"all": [0.48, 0.57, 0.56], "deu_Latn": [0.52, 0.60, 0.58], "zho_Hans": [0.44, 0.54, 0.54]}
 
 

@@ -1,9 +1,7 @@
-"""The run report: report.json (every fact), report.md (the round table) and PNG plots.
+"""The run report: report.json (every fact), report.md (the round table) and the plots.
 
-The plots are drawn from report.json alone, so `xlc report RUN_DIR` can redraw them:
-accuracy (dev and test) per round and language, pseudo-label precision per round, and the
-class distribution of the pseudo-labels each round (where a selector's drift to the majority
-class shows). matplotlib draws them headless (Agg), imported only when plotting.
+The plots (`xlc.plots`) are drawn from report.json alone, so `xlc report RUN_DIR` can redraw
+them with report.md.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -22,12 +19,10 @@ from xlc import files
 from xlc._compat import package_version
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.plots import PLOTS, write_plots
 from xlc.rundir import RunDir
 
 log = logging.getLogger("xlc")
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", "dev acc",
            "dev F1", "test acc", "test F1", "train s", "export s", "score s")
@@ -166,159 +161,3 @@ def render(run_dir: Path) -> list[Path]:
                        f"restore the file or run the self-training again") from None
     files.write_text(run.report_md, text)
     return [*plots, run.report_md]
-
-
-# ---- plots ------------------------------------------------------------------------------------
-
-PLOTS = {
-    "accuracy.png": "accuracy per round",
-    "pseudo_precision.png": "pseudo-label precision per round",
-    "pseudo_classes.png": "pseudo-labels per class per round",
-}
-
-
-def figure(width: float = 7.5, height: float = 4.2) -> Figure:
-    """A matplotlib figure drawn by Agg, without pyplot (no global state, no display)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
-def save_png(fig: Figure, path: Path) -> Path:
-    """Save `fig` as a PNG atomically."""
-    with files.atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
-def colors(n: int) -> list:
-    """`n` distinct colours (tab10, then tab20)."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def accuracy_series(rounds: list[dict], split: str) -> dict[str, list[float | None]]:
-    """Accuracy per round for `split`: "all" plus one series per language, None where absent."""
-    series: dict[str, list[float | None]] = {"all": []}
-    langs = sorted({x for r in rounds for x in ((r.get(split) or {}).get("per_lang") or {})})
-    for lang in langs:
-        series[lang] = []
-    for r in rounds:
-        metrics = r.get(split) or {}
-        series["all"].append(metrics.get("accuracy"))
-        for lang in langs:
-            series[lang].append(((metrics.get("per_lang") or {}).get(lang) or {}).get("accuracy"))
-    return series
-
-
-def plot_accuracy(summary: dict, path: Path) -> Path | None:
-    """Dev and test accuracy per round, one line per target language and a bold line for all."""
-    rounds = summary["rounds"]
-    splits = [s for s in ("dev", "test") if any((r.get(s) or {}).get("accuracy") is not None for r in rounds)]
-    if not splits:
-        return None
-    fig = figure(5.2 * len(splits) + 1.6, 4.2)
-    axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
-    x = [r["round"] for r in rounds]
-    best = summary.get("best_round")
-    for ax, split in zip(axes, splits, strict=True):
-        series = accuracy_series(rounds, split)
-        langs = [k for k in series if k != "all"]
-        for lang, color in zip(langs, colors(len(langs)), strict=True):
-            ax.plot(x, _nan(series[lang]), marker="o", ms=3, lw=1.2, color=color, label=lang)
-        ax.plot(x, _nan(series["all"]), marker="o", lw=2.6, color="black", label="all")
-        if best is not None and best >= 0:
-            ax.axvline(best, color="grey", ls=":", lw=1)
-            ax.annotate(" best round", (best, 0.02), xycoords=("data", "axes fraction"), ha="left",
-                        va="bottom", fontsize=8, color="grey")
-        ax.set_title(f"{split} accuracy")
-        ax.set_xlabel("round (0 = source-language training only)")
-        ax.set_xticks(x)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
-    fig.suptitle(f"Accuracy per round, selector {summary['config'].get('selector', '?')}")
-    return save_png(fig, path)
-
-
-def plot_pseudo_precision(summary: dict, path: Path) -> Path | None:
-    """Share of correct pseudo-labels per selecting round (needs gold labels in the pool)."""
-    rows = [r for r in summary["rounds"] if r.get("pseudo_precision") is not None]
-    if not rows:
-        return None
-    fig = figure(6.5, 3.8)
-    ax = fig.subplots()
-    x = [r["round"] for r in rows]
-    y = [r["pseudo_precision"] for r in rows]
-    ax.plot(x, y, marker="o", lw=2, color="tab:blue")
-    for xi, yi, r in zip(x, y, rows, strict=True):
-        ax.annotate(f"{yi:.2f}\n({r['selected']} texts)", (xi, yi), textcoords="offset points",
-                    xytext=(0, 7), ha="center", fontsize=8)
-    ax.set_ylim(0, 1.12)
-    ax.margins(x=0.12)
-    ax.set_xticks(x)
-    ax.set_xlabel("round whose model chose the pseudo-labels")
-    ax.set_ylabel("precision (pseudo-label = hidden gold)")
-    ax.set_title(f"Pseudo-label precision, selector {summary['config'].get('selector', '?')}")
-    ax.grid(alpha=0.3)
-    return save_png(fig, path)
-
-
-def plot_pseudo_classes(summary: dict, path: Path) -> Path | None:
-    """Pseudo-labels added per round, stacked by class: a drift to one class shows as one colour."""
-    classes = summary["classes"]
-    rows = [r for r in summary["rounds"] if r.get("selected")]
-    if not rows:
-        return None
-    fig = figure(6.5 + 0.15 * len(classes), 4.0)
-    ax = fig.subplots()
-    labels = [str(r["round"]) for r in rows]
-    counts = {c: [r.get("selected_per_class", {}).get(c, 0) for r in rows] for c in classes}
-    stacked_bars(ax, labels, counts)
-    for i, r in enumerate(rows):
-        ax.annotate(str(r["selected"]), (i, r["selected"]), textcoords="offset points", xytext=(0, 3),
-                    ha="center", fontsize=8)
-    ax.set_xlabel("round whose model chose the pseudo-labels")
-    ax.set_ylabel("pseudo-labelled texts")
-    ax.set_title(f"Pseudo-labels per class, selector {summary['config'].get('selector', '?')}")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
-    return save_png(fig, path)
-
-
-def stacked_bars(ax, labels: Sequence[str], series: dict[str, Sequence[float]]) -> None:
-    """One bar per label, stacked by the keys of `series` (e.g. classes)."""
-    bottom = [0.0] * len(labels)
-    for (name, values), color in zip(series.items(), colors(len(series)), strict=True):
-        ax.bar(range(len(labels)), values, bottom=bottom, color=color, label=name, width=0.7)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xticks(range(len(labels)), labels)
-
-
-def grouped_bars(ax, groups: Sequence[str], series: dict[str, Sequence[float | None]],
-                 errors: dict[str, Sequence[float | None]] | None = None) -> None:
-    """Bars of each `series` side by side within each of `groups`, with optional error bars."""
-    width = 0.8 / max(1, len(series))
-    for k, ((name, values), color) in enumerate(zip(series.items(), colors(len(series)), strict=True)):
-        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
-        err = _nan(errors[name]) if errors and name in errors else None
-        ax.bar(xs, _nan(values), width=width * 0.95, yerr=err, capsize=2, color=color, label=name)
-    ax.set_xticks(range(len(groups)), groups)
-
-
-def _nan(values: Sequence[float | None]) -> list[float]:
-    return [float("nan") if v is None else v for v in values]
-
-
-def write_plots(out: Path, summary: dict) -> list[Path]:
-    """Draw every plot that the report has data for into `out`; return the files written."""
-    written = []
-    for name, draw in (("accuracy.png", plot_accuracy), ("pseudo_precision.png", plot_pseudo_precision),
-                       ("pseudo_classes.png", plot_pseudo_classes)):
-        path = draw(summary, out / name)
-        if path is not None:
-            written.append(path)
-        elif (out / name).exists():  # a stale plot of data the report no longer has
-            (out / name).unlink()
-    return written

@@ -1,7 +1,7 @@
 """The run folder of `xlc selftrain` (`--out DIR`): its layout, fingerprint, lock, publish and prune.
 
 `RunDir` and `RoundDir` name the files and folders a run writes (besides the report's plots,
-`report.PLOTS`, and the `.xlc` markers); only this module spells those names, and the loop,
+`plots.PLOTS`, and the `.xlc` markers); only this module spells those names, and the loop,
 the CLI, the API, the report and the benchmarks ask it for paths.
 The loop commits each round's phases into `round-NN/`; at the end `best/` and `final/` are
 published from the best and the last round, and report.json marks the run finished.
