@@ -861,7 +861,7 @@ def deviations(profile: Profile) -> list[str]:
 
 def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
     """Bars of accuracy per language and method; class shares per selector; rounds per selector."""
-    plots = {}
+    drawn = {}
     fig = plots.figure(max(7.5, 1.1 * len(ds["accuracy"]) + 3), 4.4)
     ax = fig.subplots()
     groups = list(ds["accuracy"])
@@ -874,7 +874,7 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
     ax.set_title(f"{name}: test accuracy per target language and method")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    plots["accuracy"] = plots.save_png(fig, out / f"{stem}-{name}-accuracy.png").name
+    drawn["accuracy"] = plots.save_png(fig, out / f"{stem}-{name}-accuracy.png").name
 
     shares = ds["class_shares"]
     if len(shares) > 1:
@@ -884,7 +884,7 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
         ax.set_ylabel("share of pseudo-labels")
         ax.set_title(f"{name}: class of the pseudo-labels, per selector (all rounds and seeds)")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-        plots["pseudo-label classes"] = plots.save_png(fig, out / f"{stem}-{name}-classes.png").name
+        drawn["pseudo-label classes"] = plots.save_png(fig, out / f"{stem}-{name}-classes.png").name
 
     if ds["rounds"]:
         fig = plots.figure(10, 4)
@@ -903,8 +903,8 @@ def write_plots(out: Path, stem: str, name: str, ds: dict) -> dict[str, str]:
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=8, frameon=False)
-        plots["rounds"] = plots.save_png(fig, out / f"{stem}-{name}-rounds.png").name
-    return plots
+        drawn["rounds"] = plots.save_png(fig, out / f"{stem}-{name}-rounds.png").name
+    return drawn
 
 
 def runs_minutes(datasets: Any, work: Path) -> float:
