@@ -157,7 +157,7 @@ class Screen:
         pool_probs = self.probs(teacher, "pool")
 
         # balanced: the paper's loop, warm start
-        clf, steps, labelled_t, labelled_y = teacher, r0.steps, list(en_texts), list(en_y)
+        clf, steps, labeled_t, labeled_y = teacher, r0.steps, list(en_texts), list(en_y)
         remaining = np.ones(len(pool_texts), dtype=bool)
         taken: list[tuple[int, int]] = []
         probs = pool_probs
@@ -165,9 +165,9 @@ class Screen:
             chosen = balanced(probs, remaining, self.spec.kt)
             taken += [(int(i), int(probs[i].argmax())) for i in chosen]
             remaining[chosen] = False
-            labelled_t += [pool_texts[i] for i in chosen]
-            labelled_y += [int(probs[i].argmax()) for i in chosen]
-            res = self.train(clf, labelled_t, np.array(labelled_y), seed + rnd, a.epochs)
+            labeled_t += [pool_texts[i] for i in chosen]
+            labeled_y += [int(probs[i].argmax()) for i in chosen]
+            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, a.epochs)
             steps += res.steps
             probs = self.probs(clf, "pool")
         record("balanced", clf, steps, {"pseudo": taken})

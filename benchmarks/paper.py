@@ -8,7 +8,7 @@
 Methods, per data set and seed: zero-shot (round 0 of the balanced run: English training
 only), self-learning with the `balanced`, `throttling` and `thresholded` selectors and with
 *pool-prior* (the xlc-classprior plugin's `prior` selector, class split estimated from the pool,
-per target language), and a same-compute control (the labelled data alone, trained for at least as many optimiser steps
+per target language), and a same-compute control (the labeled data alone, trained for at least as many optimiser steps
 as the balanced run used in all its rounds). A frozen-encoder logistic regression on
 mean-pooled embeddings is a cheap reference. Everything goes through the public API
 (`xlc.selftrain`, `xlc.load`, `xlc.score`); the loop is not re-implemented here.
@@ -76,7 +76,7 @@ class DataSpec:
     title: str
     kt: int                      # balanced: texts per class per round
     train: int | None            # English training texts (None = all)
-    pool: int | None             # unlabelled texts per target language
+    pool: int | None             # unlabeled texts per target language
     dev: int | None              # dev texts per target language
     test: int | None             # test texts per target language
     langs: tuple[str, ...] = ()  # target languages (empty = all in the file)
@@ -183,7 +183,7 @@ class Splits:
     dev: pl.DataFrame
     test: pl.DataFrame
     classes: tuple[str, ...]
-    english: pl.DataFrame | None = None  # held-out English labelled texts: the source side of the transfer gap
+    english: pl.DataFrame | None = None  # held-out English labeled texts: the source side of the transfer gap
 
     @property
     def langs(self) -> list[str]:
@@ -303,14 +303,14 @@ def selector_options(method: str, spec: DataSpec, profile: Profile, classes: Seq
 
 
 def train_steps(rounds: list[dict], epochs: int, batch_size: int) -> int:
-    """Optimiser steps a run took: the report's count, else `epochs` epochs on each round's labelled set."""
+    """Optimiser steps a run took: the report's count, else `epochs` epochs on each round's labeled set."""
     return sum(r["train"]["steps"] if r.get("train") else epochs * math.ceil(r["labeled"] / batch_size)
                for r in rounds)
 
 
-def control_epochs(steps: int, labelled: int, batch_size: int) -> int:
-    """Epochs on the labelled set alone that give at least `steps` optimiser steps."""
-    return max(1, math.ceil(steps / math.ceil(labelled / batch_size)))
+def control_epochs(steps: int, labeled: int, batch_size: int) -> int:
+    """Epochs on the labeled set alone that give at least `steps` optimiser steps."""
+    return max(1, math.ceil(steps / math.ceil(labeled / batch_size)))
 
 
 def run_unit(bench: Bench, spec: DataSpec, splits: Splits, seed: int, group: str) -> None:
@@ -403,7 +403,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
         "rounds": len(rounds), "best_round": run.best_round, "stop_reason": run.stop_reason,
         "stop_code": run.stop_code,
         "train_steps": train_steps(rounds, settings.get("epochs", 0), p.batch_size),
-        "labelled_start": part.train.height, "pseudo_labels": pseudo.height,
+        "labeled_start": part.train.height, "pseudo_labels": pseudo.height,
         "dev_accuracy": [r["dev"]["accuracy"] for r in rounds],
         "pseudo_precision": [r.get("pseudo_precision") for r in rounds],
         "seconds": {"selftrain": round(run_seconds, 1), "test": round(time.perf_counter() - clock, 1),
@@ -498,8 +498,8 @@ def estimate(profile: Profile, spec: DataSpec, splits: Splits, tokens: dict[str,
     def selftrain_run(test_passes: int) -> tuple[float, int]:
         seconds, examples = c["run_s"], 0
         for r in range(profile.max_rounds + 1):
-            labelled = splits.train.height + min(r * k, pool)
-            examples += profile.epochs * labelled
+            labeled = splits.train.height + min(r * k, pool)
+            examples += profile.epochs * labeled
             seconds += c["round_s"] + dev * tokens["dev"] * c["score_ms_per_token"] / 1000
             if r < profile.max_rounds:
                 seconds += max(0, pool - r * k) * tokens["pool"] * c["score_ms_per_token"] / 1000
@@ -805,10 +805,10 @@ def dataset_markdown(name: str, ds: dict) -> list[str]:
 
 CONTROL_NOTE = (
     "The control is `xlc.selftrain(..., max_rounds=0, epochs=E)`: one round on the English "
-    "labelled data, with E = ceil(S / ceil(|L| / batch)) where S is the number of optimiser steps "
+    "labeled data, with E = ceil(S / ceil(|L| / batch)) where S is the number of optimiser steps "
     "the balanced run of the same seed took over all its rounds (each round trains the configured "
-    "epochs on the labelled set of that round, which grows by the pseudo-labels). So the control "
-    "gets at least as many gradient steps (and as many or more example-passes of *labelled* data) "
+    "epochs on the labeled set of that round, which grows by the pseudo-labels). So the control "
+    "gets at least as many gradient steps (and as many or more example-passes of *labeled* data) "
     "as self-learning, without pseudo-labels. It is not identical compute in every respect: "
     "self-learning restarts AdamW with a fresh warm-up and linear decay every round (warm start "
     "from the previous round's weights), whereas the control runs one long schedule; the control "

@@ -108,11 +108,11 @@ def test_load_score_and_evaluate_do_not_import_torch(tiny_onnx, tmp_path):
     import subprocess
     import sys
 
-    labelled = tmp_path / "de.csv"
-    pl.DataFrame({"text": ["ein Satz", "noch einer"], "label": ["sports", "health"]}).write_csv(labelled)
+    labeled = tmp_path / "de.csv"
+    pl.DataFrame({"text": ["ein Satz", "noch einer"], "label": ["sports", "health"]}).write_csv(labeled)
     code = ("import sys, xlc; from xlc.evaluate import EvaluateJob, evaluate; "
             f"clf = xlc.load({str(tiny_onnx)!r}); clf.predict(['ein Satz']); xlc.score(clf, ['ein Satz']); "
-            f"from pathlib import Path; evaluate(EvaluateJob(Path({str(tiny_onnx)!r}), Path({str(labelled)!r}))); "
+            f"from pathlib import Path; evaluate(EvaluateJob(Path({str(tiny_onnx)!r}), Path({str(labeled)!r}))); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False False", result.stderr

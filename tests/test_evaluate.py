@@ -71,7 +71,7 @@ def test_per_language_reports_when_a_frame_has_several_languages():
 
 
 @pytest.fixture
-def labelled(tmp_path, demo_frame):
+def labeled(tmp_path, demo_frame):
     rows = (demo_frame.filter(pl.col("split") == "test", pl.col("lang").is_in(["deu_Latn", "zho_Hans"]))
             .sort("text").head(40).select(pl.col("text").alias("sentence"), "label", "lang"))
     path = tmp_path / "test.csv"
@@ -83,8 +83,8 @@ def evaluate_cli(*args: str):
     return CliRunner().invoke(main, ["evaluate", *args])
 
 
-def test_cli_json_agrees_with_the_models_own_predictions(tiny_onnx, labelled):
-    path, rows = labelled
+def test_cli_json_agrees_with_the_models_own_predictions(tiny_onnx, labeled):
+    path, rows = labeled
     result = evaluate_cli("--model", str(tiny_onnx), "--data", str(path), "--text-column", "sentence",
                           "--json")
     assert result.exit_code == 0, result.output
@@ -99,8 +99,8 @@ def test_cli_json_agrees_with_the_models_own_predictions(tiny_onnx, labelled):
     assert report["classes"] == list(xlc.load(tiny_onnx).classes_)
 
 
-def test_cli_table_and_language_filter(tiny_onnx, labelled):
-    path, rows = labelled
+def test_cli_table_and_language_filter(tiny_onnx, labeled):
+    path, rows = labeled
     result = evaluate_cli("--model", str(tiny_onnx), "--data", str(path), "--text-column", "sentence",
                           "--lang", "zho_Hans")
     assert result.exit_code == 0, result.output
@@ -121,8 +121,8 @@ def test_cli_table_and_language_filter(tiny_onnx, labelled):
         (("--text-column", "body"), "column 'body' not found"),
     ],
 )
-def test_cli_mistakes_give_one_line_errors(tiny_onnx, labelled, extra, message):
-    path, _ = labelled
+def test_cli_mistakes_give_one_line_errors(tiny_onnx, labeled, extra, message):
+    path, _ = labeled
     args = ["--model", str(tiny_onnx), "--data", str(path)]
     if "--text-column" not in extra:
         args += ["--text-column", "sentence"]

@@ -105,10 +105,10 @@ def test_score_file_and_the_ray_actor_score_at_the_trained_length(model_16, text
 
 def test_evaluate_scores_at_the_length_the_model_was_trained_with(model_16, texts, at, tmp_path):
     classes = np.asarray(Scorer.open(model_16).classes, dtype=object)
-    gold = classes[at(TRAINED).argmax(1)]  # labelled as the model predicts at 16 tokens
+    gold = classes[at(TRAINED).argmax(1)]  # labeled as the model predicts at 16 tokens
     agree_at_128 = float(np.mean(classes[at(128).argmax(1)] == gold))
     assert agree_at_128 < 1.0, "the premise: some predictions change between 16 and 128 tokens"
-    path = tmp_path / "labelled.parquet"
+    path = tmp_path / "labeled.parquet"
     pl.DataFrame({"text": texts, "label": gold}).write_parquet(path)
     assert evaluate(EvaluateJob(model_16, path))["accuracy"] == 1.0
     result = CliRunner().invoke(main, ["evaluate", "--json", "--model", str(model_16), "--data", str(path)])

@@ -137,8 +137,8 @@ def test_control_epochs_cover_the_self_learning_steps(paper):
     rounds = [{"labeled": 160}, {"labeled": 240}]
     steps = paper.train_steps(rounds, epochs=2, batch_size=16)
     assert steps == 2 * 10 + 2 * 15
-    assert paper.control_epochs(steps, labelled=160, batch_size=16) == 5  # 5 epochs x 10 steps = 50
-    assert paper.control_epochs(51, labelled=160, batch_size=16) == 6  # never fewer steps
+    assert paper.control_epochs(steps, labeled=160, batch_size=16) == 5  # 5 epochs x 10 steps = 50
+    assert paper.control_epochs(51, labeled=160, batch_size=16) == 6  # never fewer steps
 
 
 def test_a_work_folder_of_other_settings_is_refused_not_silently_reused(paper, smoke):

@@ -242,7 +242,7 @@ def selftrain_args(model, files, out, *extra: str) -> list[str]:
             "--dev", str(files["dev"]), "--epochs", "1", "--batch-size", "16", "--max-length", "32", *extra]
 
 
-def test_selftrain_with_the_plugins_prior_selector_splits_by_the_labelled_classes(
+def test_selftrain_with_the_plugins_prior_selector_splits_by_the_labeled_classes(
     tiny_model, small_files, tmp_path
 ):
     options = tmp_path / "prior.toml"

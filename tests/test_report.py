@@ -172,7 +172,7 @@ def test_selftrain_writes_the_plots_at_the_end_of_a_run(tiny_model, small_files,
 
 def test_the_report_says_when_the_delivered_model_is_round_0():
     kept_nothing = copy.deepcopy(RECORDED) | {"best_round": 0}
-    assert "best round: 0 (its model is in `best/`); round 0, trained on the labelled data only: " \
+    assert "best round: 0 (its model is in `best/`); round 0, trained on the labeled data only: " \
            "no self-learning round did better on dev" in report.markdown(kept_nothing)
     assert report.best_round_note(RECORDED) == ""  # round 1 was kept
     only_round_0 = copy.deepcopy(RECORDED) | {"best_round": 0, "rounds": RECORDED["rounds"][:1]}

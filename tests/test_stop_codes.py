@@ -39,7 +39,7 @@ def test_spent_patience_comes_before_max_rounds_and_max_rounds_before_an_empty_p
 
 
 @pytest.mark.parametrize(("selector", "options", "code", "reason", "rounds"), [
-    ("pool", {}, "pool_empty", "the unlabelled pool is empty", 2),  # round 0 takes the whole pool
+    ("pool", {}, "pool_empty", "the unlabeled pool is empty", 2),  # round 0 takes the whole pool
     ("thresholded", {"threshold": 1.0}, "nothing_selected", "selector 'thresholded' took no texts", 1),
 ])
 def test_a_run_records_why_it_stopped_as_a_code_and_a_sentence(tiny_model, small_files, tmp_path, selector,

@@ -284,7 +284,7 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="A run folder (its best model), best/, final/ or a folder from `xlc export`.")
 @click.option("--data", "data_path", type=FILE, required=True,
-              help="Labelled texts to evaluate on (Parquet, CSV, JSONL).")
+              help="Labeled texts to evaluate on (Parquet, CSV, JSONL).")
 @click.option("--lang", "langs", multiple=True, metavar="LANG",
               help="Only these languages (repeatable or comma-separated); needs --lang-column.")
 @click.option("--ordinal", is_flag=True,
@@ -300,7 +300,7 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
               help="auto = CUDA when onnxruntime-gpu sees a GPU.")
 @_fail_cleanly
 def evaluate(model_path: Path, data_path: Path, langs: tuple[str, ...], as_json: bool, **options: Any) -> None:
-    """Measure a trained model on labelled data: accuracy, macro-F1, per-class scores, confusion.
+    """Measure a trained model on labeled data: accuracy, macro-F1, per-class scores, confusion.
 
     With --ordinal, also the mean squared error of the wrong predictions (Dong & de Melo 2019, Table 2).
     """

@@ -42,10 +42,10 @@ class SelfTrainConfig:
     """Every setting of `xlc selftrain`; each field is also a TOML key and, with `setting`, a CLI option."""
 
     out: str = setting("runs/xlc", "Output folder for the run (re-running on an unfinished run resumes it).")
-    train: str | None = setting(None, "Labelled source-language data (CSV, Parquet, JSONL).", file=True)
-    unlabeled: str | None = setting(None, "Unlabelled target-language pool.", file=True)
-    dev: str | None = setting(None, "Labelled target-language data for early stopping.", file=True)
-    test: str | None = setting(None, "Labelled target-language data for the final accuracy.", file=True)
+    train: str | None = setting(None, "Labeled source-language data (CSV, Parquet, JSONL).", file=True)
+    unlabeled: str | None = setting(None, "Unlabeled target-language pool.", file=True)
+    dev: str | None = setting(None, "Labeled target-language data for early stopping.", file=True)
+    test: str | None = setting(None, "Labeled target-language data for the final accuracy.", file=True)
     pool_gold: str | None = setting(None, "True labels of the pool (id and label columns), for pseudo-label "
                                     "precision only; never used for training or selection.", file=True)
     text_column: str = setting("text", "Column holding the text.")
@@ -67,7 +67,7 @@ class SelfTrainConfig:
                                           "same-compute control).")
     train_layers: int = setting(0, "Train only the top N encoder layers and the head; the frozen layers below "
                                    "run once per text (0: all layers).")
-    targets: str = setting("hard", "What pseudo-labelled texts train on: the selected label, or the model's "
+    targets: str = setting("hard", "What pseudo-labeled texts train on: the selected label, or the model's "
                                    "class probabilities (soft: self-distillation).", choices=TARGETS)
     warm_start: bool = setting(True, "Each round continues from the last round's model, or starts from the "
                                      "base model.", off="--from-base")

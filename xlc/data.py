@@ -1,4 +1,4 @@
-"""Read labelled and unlabelled text tables (CSV, Parquet, JSONL) into checked Polars frames."""
+"""Read labeled and unlabeled text tables (CSV, Parquet, JSONL) into checked Polars frames."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class RunData:
     """Everything a self-training run reads, normalised.
 
     `train`, `dev`, `test`: text, label (string), lang. `pool`: id, text, lang.
-    `pool_gold`: id, label, only when the unlabelled file carried labels; it is used
+    `pool_gold`: id, label, only when the unlabeled file carried labels; it is used
     for reporting pseudo-label precision and never for training or selection.
     """
 
@@ -112,18 +112,18 @@ class RunData:
     classes: tuple[str, ...]
 
 
-def normalise(frame: pl.DataFrame, source: str, cols: Columns, labelled: bool) -> pl.DataFrame:
+def normalise(frame: pl.DataFrame, source: str, cols: Columns, labeled: bool) -> pl.DataFrame:
     """Rename to id/text/label/lang, checked; ids come from `cols.id` in the pool, row numbers elsewhere."""
-    if labelled:
+    if labeled:
         cols = Columns(cols.text, cols.label, None, cols.lang)
-    needed = [cols.text] + ([cols.label] if labelled else []) + ([cols.id] if cols.id else [])
+    needed = [cols.text] + ([cols.label] if labeled else []) + ([cols.id] if cols.id else [])
     require_columns(frame, source, needed)
     check_texts(frame, source, cols.text)
     exprs = [pl.col(cols.text).alias("text")]
     if cols.label in frame.columns:
         label = pl.col(cols.label)
         missing = label.is_null() | (label.is_nan() if frame[cols.label].dtype.is_float() else False)
-        if labelled:  # a pool's labels are optional gold labels: missing ones only shrink the precision
+        if labeled:  # a pool's labels are optional gold labels: missing ones only shrink the precision
             _refuse_rows(frame, missing, f"{source}: missing label (null or NaN) in column {cols.label!r}")
         exprs.append(pl.when(~missing).then(label.cast(pl.String)).alias("label"))
     exprs.append(pl.col(cols.lang).cast(pl.String).alias("lang") if cols.lang in frame.columns
@@ -150,7 +150,7 @@ def _refuse_rows(frame: pl.DataFrame, bad: pl.Expr, problem: str) -> None:
 
 
 def check_classes(train: pl.DataFrame, others: dict[str, pl.DataFrame]) -> tuple[str, ...]:
-    """The sorted class names of `train`; every labelled frame must use only these."""
+    """The sorted class names of `train`; every labeled frame must use only these."""
     classes = tuple(sorted(train["label"].unique().to_list()))
     if len(classes) < 2:
         raise XlcError(
@@ -171,14 +171,14 @@ def load_files(
 ) -> RunData:
     """Read and check the user's files; `pool_gold` holds the pool's true labels (precision only)."""
     frames = {}
-    for role, path, labelled in (("train", train, True), ("dev", dev, True), ("test", test, True),
+    for role, path, labeled in (("train", train, True), ("dev", dev, True), ("test", test, True),
                                  ("unlabeled", unlabeled, False)):
         if path is None:
             continue
         frame = read_table(Path(path))
         if frame.height == 0:
             raise XlcError(f"--{role} {path}: the file has no rows")
-        frames[role] = normalise(frame, f"--{role} {path}", cols, labelled)
+        frames[role] = normalise(frame, f"--{role} {path}", cols, labeled)
     run = _assemble(frames, {r: str(p) for r, p in
                              (("dev", dev), ("test", test)) if p is not None})
     if pool_gold is not None:
@@ -224,8 +224,8 @@ def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Seque
 def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str]) -> RunData:
     pool = frames["unlabeled"]
     gold = pool.select("id", "label").drop_nulls("label") if "label" in pool.columns else None
-    labelled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in frames}
-    classes = check_classes(frames["train"], labelled)
+    labeled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in frames}
+    classes = check_classes(frames["train"], labeled)
     return RunData(
         train=frames["train"].select("text", "label", "lang"),
         pool=pool.select("id", "text", "lang"),

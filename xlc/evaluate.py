@@ -1,4 +1,4 @@
-"""`xlc evaluate`: score a labelled table with a trained model and measure it.
+"""`xlc evaluate`: score a labeled table with a trained model and measure it.
 
 The metrics are those of `xlc.metrics` (the same functions a self-training round records),
 with `detail=True`: accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix,
@@ -35,7 +35,7 @@ def evaluate_scored(scored: pl.DataFrame, classes: Sequence[str], ordinal: bool 
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    """`xlc evaluate`: a model, a labelled table and how to read it.
+    """`xlc evaluate`: a model, a labeled table and how to read it.
 
     max_length None: the length the model was trained with (`inference.resolve_max_length`).
     """
@@ -56,7 +56,7 @@ class EvaluateJob:
         inference.check(batch_size=self.batch_size, max_length=self.max_length, threads=self.threads)
 
 
-def read_labelled(job: EvaluateJob) -> pl.DataFrame:
+def read_labeled(job: EvaluateJob) -> pl.DataFrame:
     """text, gold (string) and lang of the --data file, filtered to --lang; checked."""
     source = f"--data {job.data}"
     frame = data.read_table(job.data)
@@ -64,7 +64,7 @@ def read_labelled(job: EvaluateJob) -> pl.DataFrame:
         raise XlcError(f"{source}: --lang needs a language column, and {job.lang_column!r} is not one "
                        f"(columns: {', '.join(frame.columns)}); name it with --lang-column")
     columns = data.Columns(job.text_column, job.label_column, None, job.lang_column)
-    frame = data.normalise(frame, source, columns, labelled=True).select("text", gold="label", lang="lang")
+    frame = data.normalise(frame, source, columns, labeled=True).select("text", gold="label", lang="lang")
     if job.langs:
         present = set(frame["lang"].drop_nulls().unique().to_list())
         missing = sorted(set(job.langs) - present)
@@ -82,11 +82,11 @@ def evaluate(job: EvaluateJob) -> dict:
     clf = load(job.model, threads=job.threads, provider=job.provider, batch_size=job.batch_size,
                max_length=job.max_length)
     classes = tuple(clf.scorer.classes)
-    frame = read_labelled(job)
+    frame = read_labeled(job)
     unknown = sorted(set(frame["gold"].unique().to_list()) - set(classes))
     if unknown:
         raise XlcError(f"--data {job.data}: label(s) {unknown} are not classes of the model "
-                       f"{list(classes)}; evaluate with data labelled in the model's classes")
+                       f"{list(classes)}; evaluate with data labeled in the model's classes")
     if job.ordinal:
         metrics.ordinal_values(classes)  # fail before scoring
     if frame.height == 0:

@@ -1,8 +1,8 @@
 """The self-learning loop (Dong & de Melo 2019, Algorithm 1), crash-safe and resumable.
 
-Each round runs its phases in order: train (fine-tune on the labelled set L), export (to
+Each round runs its phases in order: train (fine-tune on the labeled set L), export (to
 ONNX), evaluate (dev/test), then, unless the run stops, score (the pool U) and select
-(pseudo-labelled texts), and close (record the round; the selection moves from U to L).
+(pseudo-labeled texts), and close (record the round; the selection moves from U to L).
 
 Every phase commits its result atomically inside the round's folder (see `rundir.RoundDir`;
 metrics.json, written by close, closes the round). A run killed at any moment and started
@@ -71,7 +71,7 @@ class RunResult:
 class RunState:
     """What the closed rounds left: the sets, the records, the early-stopping tally and the stop."""
 
-    labelled: pl.DataFrame
+    labeled: pl.DataFrame
     pool: pl.DataFrame
     pseudo: list[pl.DataFrame] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
@@ -89,10 +89,10 @@ class RunState:
         return False
 
     def take(self, selected: pl.DataFrame) -> None:
-        """Move selected texts from the pool into the labelled set."""
+        """Move selected texts from the pool into the labeled set."""
         self.pseudo.append(selected)
         self.pool = self.pool.join(selected.select("id"), on="id", how="anti", maintain_order="left")
-        self.labelled = pl.concat([self.labelled, selected.select("text", "label")])
+        self.labeled = pl.concat([self.labeled, selected.select("text", "label")])
 
 
 @dataclass
@@ -218,7 +218,7 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
 def _round(ctx: Context, state: RunState, clf: model.Classifier | None) -> model.Classifier:
     """One round of Algorithm 1, reusing whatever of it was already committed; returns its model."""
     rnd = len(state.rounds)
-    now = Round(ctx.run.round(rnd), {"round": rnd, "labeled": state.labelled.height, "pool": state.pool.height})
+    now = Round(ctx.run.round(rnd), {"round": rnd, "labeled": state.labeled.height, "pool": state.pool.height})
     now.folder.path.mkdir(exist_ok=True)
     clf = _train(ctx, state, now, clf)
     scorer = _export(ctx, now, clf)
@@ -289,7 +289,7 @@ def _evaluate(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> None
     now.timings["evaluate"] = evaluated.pop("seconds")
     now.record.update(evaluated)
     state.observe(now.number, now.record["dev"]["accuracy"])
-    log.info("round %d: labelled %d, dev accuracy %.4f", now.number, state.labelled.height,
+    log.info("round %d: labeled %d, dev accuracy %.4f", now.number, state.labeled.height,
              now.record["dev"]["accuracy"])
 
 
@@ -301,7 +301,7 @@ def _stop_before_selection(config: SelfTrainConfig, state: RunState, rnd: int) -
     if rnd == config.max_rounds:
         return Stop("max_rounds", f"reached --max-rounds {config.max_rounds}")
     if state.pool.height == 0:
-        return Stop("pool_empty", "the unlabelled pool is empty")
+        return Stop("pool_empty", "the unlabeled pool is empty")
     return None
 
 
@@ -324,7 +324,7 @@ def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> 
     config, rnd = ctx.config, now.number
 
     def select() -> pl.DataFrame:
-        counts = dict(state.labelled["label"].value_counts().iter_rows())
+        counts = dict(state.labeled["label"].value_counts().iter_rows())
         chosen = ctx.selector(scored, selectors.SelectionContext(ctx.data.classes, counts, rnd))
         return chosen.select(
             "id", "text", "lang", "label", "confidence",
@@ -365,21 +365,16 @@ def _close(ctx: Context, state: RunState, now: Round, selected: pl.DataFrame | N
 # ---- helpers -------------------------------------------------------------------------------------
 
 def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -> model.TrainResult:
-    """Fine-tune `clf` on the labelled set; with --select-epoch keep its best epoch on dev."""
+    """Fine-tune `clf` on the labeled set; with --select-epoch keep its best epoch on dev."""
     config, run_data = ctx.config, ctx.data
     index = {c: i for i, c in enumerate(run_data.classes)}
-    settings = model.TrainSettings(
-        epochs=config.epochs, batch_size=config.batch_size, max_length=config.max_length,
-        lr=config.lr, head_lr=config.head_lr, warmup=config.warmup,
-        freeze_embeddings=config.freeze_embeddings, seed=config.seed + rnd, max_steps=config.max_steps,
-        epoch_patience=config.epoch_patience, train_layers=config.train_layers,
-    )
+    settings = model.TrainSettings.from_config(config, seed=config.seed + rnd)
     dev = None
     if config.select_epoch:
         dev_labels = [index.get(c, -1) for c in run_data.dev["label"].to_list()]  # -1: a class never trained
         dev = (run_data.dev["text"].to_list(), np.array(dev_labels))
-    labels = np.array([index[c] for c in state.labelled["label"].to_list()])
-    if config.targets == "soft":  # gold rows as one-hot, pseudo-labelled rows as the teacher's probabilities
+    labels = np.array([index[c] for c in state.labeled["label"].to_list()])
+    if config.targets == "soft":  # gold rows as one-hot, pseudo-labeled rows as the teacher's probabilities
         labels = np.concatenate([np.eye(len(index), dtype=np.float32)[labels[: run_data.train.height]],
                                  *(np.stack(p["probs"].to_list()).astype(np.float32) for p in state.pseudo)])
     frozen = model.frozen_layers(clf, config.train_layers)
@@ -392,7 +387,7 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
         for group in (run_data.train, run_data.dev, *state.pseudo):
             features.add(group["text"].to_list())
     return model.fine_tune(
-        clf, state.labelled["text"].to_list(), labels, settings,
+        clf, state.labeled["text"].to_list(), labels, settings,
         on_step=lambda s, n, _loss: ctx.progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
     )
 

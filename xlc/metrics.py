@@ -61,7 +61,7 @@ def classification(gold: Sequence[str], predicted: Sequence[str], classes: Seque
 
 def evaluate(scored: pl.DataFrame, classes: Sequence[str], *, detail: bool = False,
              ordinal: bool = False) -> dict:
-    """`classification` of a scored labelled frame (`gold`, predicted `label`, optional `lang`).
+    """`classification` of a scored labeled frame (`gold`, predicted `label`, optional `lang`).
 
     With more than one language, `per_lang` holds each language's metrics: all of them with
     `detail` (what `xlc evaluate` reports), else only the `SUMMARY` keys (what a round records).

@@ -8,6 +8,7 @@ so Optimum exports it with the encoder's ONNX config (task text-classification).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from xlc import default_model
-from xlc.config import DEFAULTS
+from xlc.config import DEFAULTS, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE, read_meta, write_meta
 
@@ -211,6 +213,12 @@ class TrainSettings:
     """On CUDA, autocast to bf16 where the GPU supports it, else fp16 with loss scaling. Training
     on the CPU is always fp32."""
 
+    @classmethod
+    def from_config(cls, config: SelfTrainConfig, **changes: Any) -> TrainSettings:
+        """The settings of `config` for every field the two share, with `changes` on top."""
+        shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)}
+        return cls(**{**shared, **changes})
+
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise XlcError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (see $XLC_DEVICE)")
@@ -267,7 +275,7 @@ class LowerLayers:
 
     When only the top layers train, the embeddings and the layers below them give the same
     output for a text in every epoch and round, so each text goes through them once. Texts
-    come in groups (the labelled set, then each round's pseudo-labels); a group is encoded in
+    come in groups (the labeled set, then each round's pseudo-labels); a group is encoded in
     a fixed order and batching, so a resumed run that adds the same groups gets bit-identical
     features.
     """
@@ -335,7 +343,7 @@ def fine_tune(
     the CPU afterwards, so export and saving see the same model as on a CPU run.
     """
     if len(texts) == 0:
-        raise XlcError("the labelled training set is empty; pass a --train file with rows")
+        raise XlcError("the labeled training set is empty; pass a --train file with rows")
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     frozen = frozen_layers(clf, settings.train_layers)

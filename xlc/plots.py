@@ -130,7 +130,7 @@ def plot_pseudo_classes(summary: dict, path: Path) -> Path | None:
         ax.annotate(str(r["selected"]), (i, r["selected"]), textcoords="offset points", xytext=(0, 3),
                     ha="center", fontsize=8)
     ax.set_xlabel("round whose model chose the pseudo-labels")
-    ax.set_ylabel("pseudo-labelled texts")
+    ax.set_ylabel("pseudo-labeled texts")
     ax.set_title(f"Pseudo-labels per class, selector {summary['config'].get('selector', '?')}")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     return save_png(fig, path)

@@ -88,7 +88,7 @@ def rounds_frame(rounds: list[dict]) -> pl.DataFrame:
 def best_round_note(summary: dict) -> str:
     """Say so when the delivered model is round 0: self-learning was tried and kept nothing."""
     if summary["best_round"] == 0 and len(summary["rounds"]) > 1:
-        return "round 0, trained on the labelled data only: no self-learning round did better on dev"
+        return "round 0, trained on the labeled data only: no self-learning round did better on dev"
     return ""
 
 

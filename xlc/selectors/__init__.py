@@ -1,4 +1,4 @@
-"""Selectors: which pseudo-labelled texts move from the pool into the labelled set.
+"""Selectors: which pseudo-labeled texts move from the pool into the labeled set.
 
 `hookspecs` is the plugin contract, `registry` finds a selector by name, `validate` checks its
 options and what it returns, `builtin` holds the built-in selectors. The functions below join

@@ -9,13 +9,13 @@ match the hooks below. A package exposes its plugin through an entry point in th
 
 A selector is a function ``select(pool, options, context) -> frame`` (``SelectFunction``):
 
-- ``pool`` is the scored unlabelled pool, a Polars frame with columns ``id`` (the pool's
+- ``pool`` is the scored unlabeled pool, a Polars frame with columns ``id`` (the pool's
   ids: row numbers, or the values of ``--id-column``), ``text``, ``lang``, ``label``
   (predicted class name), ``confidence`` (its probability, Float32) and ``probs`` (all
   class probabilities, an Array in ``context.classes`` order);
 - ``options`` maps each of the selector's ``Option`` names to its value, already converted
   to the option's type and validated (defaults filled in);
-- ``context`` says what else a selector may use (classes, labelled-set counts, round).
+- ``context`` says what else a selector may use (classes, labeled-set counts, round).
 
 It returns the rows to take: a frame (or LazyFrame) with an ``id`` column (ids from the
 pool, each at most once) and a ``label`` column (the pseudo-label, one of
@@ -50,7 +50,7 @@ class SelectionContext:
     """What a selector knows besides the pool.
 
     classes: the class names, in the order of the ``probs`` column.
-    labeled_counts: texts per class in the labelled set the model was trained on (gold texts
+    labeled_counts: texts per class in the labeled set the model was trained on (gold texts
     plus the pseudo-labels taken in earlier rounds); every class has at least one.
     round: the self-training round that produced the scores (0 = trained on gold only).
     """

@@ -86,7 +86,7 @@ def test_quotas_sum_exactly_to_the_total_and_stay_within_one_of_the_exact_share(
             assert share[c] == 0
 
 
-def test_prior_splits_n_in_proportion_to_the_labelled_classes():
+def test_prior_splits_n_in_proportion_to_the_labeled_classes():
     taken = select("prior", POOL, {"n": 10}, UNBALANCED)
     assert taken.height == 10
     assert per_class(taken) == {"business": 6, "health": 1, "sports": 3}
@@ -146,7 +146,7 @@ def test_pool_proportions_are_the_mean_predicted_probabilities():
     assert class_counts(pool.clear(), {"proportions": "pool"}, UNBALANCED) == dict.fromkeys(CLASSES, 0)
 
 
-def test_prior_with_pool_proportions_splits_the_total_by_the_pool_not_the_labelled_set():
+def test_prior_with_pool_proportions_splits_the_total_by_the_pool_not_the_labeled_set():
     context = SelectionContext(CLASSES, {"business": 50, "health": 50, "sports": 1}, 0)
     pool = shifted_pool(["de"])
     assert per_class(select("prior", pool, {"n": 20}, context)) == {"business": 10, "health": 10, "sports": 0}

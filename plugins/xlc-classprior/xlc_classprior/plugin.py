@@ -9,12 +9,12 @@ from xlc_classprior.selectors import margin, prior
 
 PRIOR = Selector(
     "prior", prior,
-    "most confident texts per predicted class, in proportion to the labelled set's or the pool's classes",
+    "most confident texts per predicted class, in proportion to the labeled set's or the pool's classes",
     (
         Option("kt", int, 40, "texts per class on average when n is 0 (total = kt x classes)", at_least(1)),
         Option("n", int, 0, "texts per round in total; 0 = kt x classes", at_least(0)),
         Option("min_confidence", float, 0.0, "take no text below this confidence", between(0, 1)),
-        Option("proportions", str, "labeled", "class split: the labelled set's, or the pool's (mean probabilities)",
+        Option("proportions", str, "labeled", "class split: the labeled set's, or the pool's (mean probabilities)",
                one_of("labeled", "pool")),
         Option("per_lang", bool, False, "split the total across languages by pool size, then by class"),
     ),

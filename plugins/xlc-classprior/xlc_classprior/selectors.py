@@ -44,7 +44,7 @@ def prior_total(options: Mapping[str, Any], classes: Sequence[str]) -> int:
 
 
 def class_counts(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> dict[str, int]:
-    """Integer weights for `quotas`: the labelled set's counts, or the pool's class proportions as
+    """Integer weights for `quotas`: the labeled set's counts, or the pool's class proportions as
     the model sees them (the mean predicted probability of each class, in millionths).
 
     The mean probability is a biased estimate under label shift, but a bounded one: an EM
@@ -62,7 +62,7 @@ def class_counts(pool: pl.DataFrame, options: Mapping[str, Any], context: Select
 def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
     """The most confident texts per predicted class, per-class counts following a class prior.
 
-    The prior is the labelled set's (`proportions="labeled"`) or the pool's mean predicted
+    The prior is the labeled set's (`proportions="labeled"`) or the pool's mean predicted
     probabilities (`proportions="pool"`). With `per_lang`, the total is first split across languages in
     proportion to their pool sizes, and each language gets its own class split (and estimate).
     A class with fewer candidates than its quota gives what it has; the shortfall is not moved
