@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 from xlc import XlcError, data
 from xlc.cli import main
 from xlc.config import SelfTrainConfig
-from xlc.loop import selftrain
+from xlc.loop import run as selftrain
 from xlc.scoring import ScoreJob, score_file
 from xlc.scoring import ray as ray_engine
 from xlc.scoring.ray import RayOptions, plan_resources, read_scores, score_files

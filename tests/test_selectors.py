@@ -65,6 +65,22 @@ def test_thresholded_takes_everything_at_or_above_threshold():
     assert sorted(taken["id"]) == [100, 101, 103, 107]
 
 
+def test_pool_takes_every_text_by_default():
+    taken = select("pool", POOL, {}, CONTEXT)
+    assert sorted(taken["id"]) == sorted(POOL["id"])
+
+
+def test_pool_with_n_takes_a_sample_that_is_the_same_whatever_the_row_order():
+    big = scored_pool(["neg", "pos", "neu", "pos"] * 50, [0.5 + (i % 40) / 100 for i in range(200)])
+    taken = select("pool", big, {"n": 30}, CONTEXT)
+    assert taken.height == 30 and taken["id"].n_unique() == 30
+    assert sorted(taken["id"]) == sorted(select("pool", big.reverse(), {"n": 30}, CONTEXT)["id"])
+    # uniform, not the most confident: the sample's confidences span the pool's range
+    assert taken["confidence"].min() < 0.6 < 0.8 < taken["confidence"].max()
+    later = select("pool", big, {"n": 30}, SelectionContext(CLASSES, CONTEXT.labeled_counts, 1))
+    assert sorted(later["id"]) != sorted(taken["id"])  # each round draws its own sample
+
+
 def test_ties_are_broken_by_id_whatever_the_row_order():
     tied = scored_pool(["pos"] * 5, [0.8] * 5)
     first = select("balanced", tied, {"kt": 2}, CONTEXT)["id"].to_list()
@@ -96,6 +112,7 @@ def test_selected_rows_carry_text_and_confidence_from_the_pool():
         ("balanced", {"kt": "many"}, "option kt must be int, got 'many'"),
         ("balanced", {"kt": "99999999999999999999"}, "option kt is too large: 99999999999999999999"),
         ("throttling", {"n": 2**63}, "option n is too large"),
+        ("pool", {"n": -1}, "option n must be >= 0, got -1"),
         ("balanced", {"n": 3}, "selector 'balanced' has no option 'n' (its options: kt)"),
     ],
 )

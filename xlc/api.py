@@ -86,7 +86,7 @@ def selftrain(
         elif value is not None:
             values[role] = str(value)
     resolved = resolve(values, config, source="xlc.selftrain()")
-    from xlc.loop import selftrain as run
+    from xlc.loop import run
 
     with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
         _save_inputs(frames, run_dir, unfinished)

@@ -116,7 +116,7 @@ def _shortcut(name: str, selector: str, help: str) -> Decorator:
               help="Continue the interrupted run in this folder with its own settings.")
 @_config_options(after={"selector": [
     _shortcut("kt", "balanced", "texts per class per round."),
-    _shortcut("n", "throttling", "texts per round."),
+    _shortcut("n", "throttling", "texts per round (selector pool: a sample of at most n texts, default all)."),
     _shortcut("threshold", "thresholded", "minimum confidence."),
     click.option("--selector-opt", multiple=True, metavar="KEY=VALUE", help="Any selector option; repeatable."),
     click.option("--selector-config", type=FILE,
@@ -132,8 +132,8 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
     from xlc import report
+    from xlc.loop import run
     from xlc.progress import Bars
-    from xlc.loop import selftrain as run
     from xlc.rundir import RunDir, run_lock
     from xlc.selectors import options as selector_file
 

@@ -151,7 +151,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 # ---- the run -------------------------------------------------------------------------------------
 
-def selftrain(
+def run(
     config: SelfTrainConfig,
     progress: Progress | None = None,
     run_data: data_mod.RunData | None = None,

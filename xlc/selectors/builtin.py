@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from xlc.selectors.hookspecs import Option, SelectionContext, Selector, hookimpl
@@ -29,6 +30,10 @@ def thresholded(pool: pl.DataFrame, options: Mapping[str, Any], context: Selecti
 
 
 def take_all(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
+    n = options["n"]
+    if n and pool.height > n:  # a uniform sample keeps the model's class shares, unlike the most confident
+        rows = np.random.default_rng(context.round).choice(pool.height, size=n, replace=False)
+        pool = pool.sort("id")[np.sort(rows)]
     return by_confidence(pool)
 
 
@@ -51,7 +56,8 @@ BUILTINS = (
     Selector(
         "pool", take_all,
         "the whole pool, each text with its predicted class (with --targets soft: self-distillation)",
-        (),
+        (Option("n", int, 0, "at most this many texts, a seeded uniform sample of the pool (0: all)",
+                at_least(0)),),
     ),
 )
 
