@@ -30,11 +30,16 @@ def test_accuracy_macro_f1_per_class_and_confusion_match_hand_computed_values():
     assert "mse" not in r
 
 
-def test_a_class_never_predicted_nor_present_scores_zero_not_an_error():
+def test_a_class_never_predicted_nor_present_is_listed_but_left_out_of_macro_f1():
     r = classification_report(["a", "b"], ["a", "b"], CLASSES)
     assert r["accuracy"] == 1.0
     assert r["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert r["macro_f1"] == pytest.approx(2 / 3)  # c counts as 0 in the macro average
+    assert r["macro_f1"] == 1.0  # averaged over a and b, as scikit-learn does; c would add a 0
+
+
+def test_a_class_predicted_but_absent_from_gold_counts_in_macro_f1():
+    r = classification_report(["a", "a"], ["a", "c"], CLASSES)
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)  # a: P 1, R 0.5; c: a false alarm
 
 
 def test_ordinal_mse_of_the_wrong_predictions_as_in_the_papers_table_2():

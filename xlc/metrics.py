@@ -31,16 +31,19 @@ def classification(gold: Sequence[str], predicted: Sequence[str], classes: Seque
                    detail: bool = False, ordinal: bool = False) -> dict:
     """Accuracy, macro-F1 and the confusion matrix (rows gold, columns predicted, in `classes` order).
 
-    Macro-F1 averages over every class in `classes`, the model's classes: a class neither in
-    `gold` nor predicted counts as 0. `detail` adds `classes` and per-class precision, recall,
-    F1 and support; `ordinal` adds `ordinal_errors`. No rows give accuracy and macro-F1 None.
+    Macro-F1 averages over the classes present in `gold` or `predicted`, as scikit-learn does: a
+    model class that the data never has and the model never predicts does not count (it would
+    add an F1 of 0). `detail` adds `classes` and per-class precision, recall, F1 and support for
+    every model class; `ordinal` adds `ordinal_errors`. No rows give accuracy and macro-F1 None.
     """
     if len(gold) == 0:
         return {"accuracy": None, "macro_f1": None, "n": 0}
     labels = list(classes)
+    seen = set(gold) | set(predicted)
+    present = [c for c in labels if c in seen] + sorted(seen - set(labels))
     result: dict = {
         "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, predicted, labels=present, average="macro", zero_division=0)),
         "n": len(gold),
     }
     if detail:
