@@ -70,7 +70,7 @@ def test_help_shows_the_real_default_of_every_setting(option):
     ("workers", "--engine ray: actors.  [default: cluster CPUs / 2]"),
     ("max_steps", "Optimiser steps per round, overriding --epochs (e.g. the same-compute control)."),
     ("kt", "balanced: texts per class per round.  [default: 40]"),
-    ("n", "throttling: texts per round.  [default: 280]"),
+    ("n", "throttling: texts per round (selector pool: a sample of at most n texts, default all).  [default: 280]"),
     ("threshold", "thresholded: minimum confidence.  [default: 0.9]"),
     ("selector_config", "TOML file of selector options (key = value); the option flags override it."),
 ])
@@ -102,7 +102,7 @@ def parsed(monkeypatch, tmp_path):
         seen.append(config)
         raise XlcError("stopped by the test")
 
-    monkeypatch.setattr(xlc.loop, "selftrain", fake_run)
+    monkeypatch.setattr(xlc.loop, "run", fake_run)
 
     def parse(*args: str) -> SelfTrainConfig:
         result = CliRunner().invoke(main, ["selftrain", "--quiet", "--out", str(tmp_path / "run"), *args])

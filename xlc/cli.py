@@ -110,18 +110,40 @@ def _shortcut(name: str, selector: str, help: str) -> Decorator:
     return click.option(f"--{name}", type=spec.type, help=f"{selector}: {help}  [default: {show(spec.default)}]")
 
 
-@main.command()
-@click.option("--config", "config_file", type=FILE, help="TOML file with settings; flags override it.")
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Continue the interrupted run in this folder with its own settings.")
-@_config_options(after={"selector": [
+SELECTOR_OPTIONS = [
     _shortcut("kt", "balanced", "texts per class per round."),
     _shortcut("n", "throttling", "texts per round (selector pool: a sample of at most n texts, default all)."),
     _shortcut("threshold", "thresholded", "minimum confidence."),
     click.option("--selector-opt", multiple=True, metavar="KEY=VALUE", help="Any selector option; repeatable."),
     click.option("--selector-config", type=FILE,
                  help="TOML file of selector options (key = value); the option flags override it."),
-]})
+]
+"""The selector's options, as `xlc selftrain` and `xlc select` take them (`_selector_options` merges them)."""
+
+
+def _apply(decorators: Sequence[Decorator]) -> Decorator:
+    """Several click options as one decorator, in the order listed."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return decorate
+
+
+def _selector_options(kt: int | None, n: int | None, threshold: float | None, selector_opt: tuple[str, ...],
+                      selector_config: Path | None) -> dict[str, Any]:
+    from xlc.selectors import options
+
+    return options.gather(selector_config, {"kt": kt, "n": n, "threshold": threshold}, selector_opt)
+
+
+@main.command()
+@click.option("--config", "config_file", type=FILE, help="TOML file with settings; flags override it.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Continue the interrupted run in this folder with its own settings.")
+@_config_options(after={"selector": SELECTOR_OPTIONS})
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
 @_fail_cleanly
 def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt: int | None, n: int | None,
@@ -135,15 +157,9 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     from xlc.loop import run
     from xlc.progress import Bars
     from xlc.rundir import RunDir, run_lock
-    from xlc.selectors import options as selector_file
 
     _setup_logging(quiet)
-    shortcuts = {"kt": kt, "n": n, "threshold": threshold}
-    selector_options = (
-        (selector_file.read_file(selector_config) if selector_config else {})
-        | {k: v for k, v in shortcuts.items() if v is not None}
-        | selector_file.parse_pairs(selector_opt)
-    )
+    selector_options = _selector_options(kt, n, threshold, selector_opt, selector_config)
     config = resolve({k: v for k, v in flags.items() if v is not None}, config_file, resume=resume_dir,
                      selector_options=selector_options)
     with run_lock(Path(config.out)), Bars(quiet=quiet) as bars:
@@ -162,6 +178,56 @@ def print_rounds(summary: dict) -> None:
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
     table = _table(title, COLUMNS, table_rows(summary["rounds"]), left=COLUMNS.index("per class"))
     Console(width=200).print(table)
+
+
+@main.command("select")
+@click.option("--scored", "scored_path", type=FILE, required=True,
+              help="A round's scored pool: RUN/round-NN/scored.parquet of an `xlc selftrain` run.")
+@click.option("--selector", required=True, help="Selector name (see `xlc selectors`).")
+@_apply(SELECTOR_OPTIONS)
+@click.option("--gold", "gold_path", type=FILE,
+              help="The pool's true labels, as --pool-gold takes them: pseudo-label precision too.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--out", "out_path", type=FILE, help="Write the chosen rows to this Parquet file.")
+@click.option("--overwrite", is_flag=True, help="Replace an --out that an earlier `xlc select` wrote.")
+@_fail_cleanly
+def select_command(scored_path: Path, selector: str, kt: int | None, n: int | None, threshold: float | None,
+                   selector_opt: tuple[str, ...], selector_config: Path | None, gold_path: Path | None,
+                   as_json: bool, out_path: Path | None, overwrite: bool) -> None:
+    """Replay a selector on a round's saved scored pool: what it would take, in seconds.
+
+    The selector gets what the run gave it that round (classes, labeled counts, round number).
+    Prints the texts taken per class and language, their confidence range and, with --gold,
+    pseudo-label precision per class and language.
+    """
+    from xlc import replay
+
+    options = _selector_options(kt, n, threshold, selector_opt, selector_config)
+    if out_path is not None:
+        replay.check_out(out_path, overwrite)
+    saved = replay.load_round(scored_path)
+    gold = replay.read_gold(gold_path, saved) if gold_path else None
+    chosen, resolved = replay.replay(saved, selector, options)
+    result = {"scored": str(scored_path), "round": saved.context.round, "selector": selector, "options": resolved,
+              "labeled_counts": dict(saved.context.labeled_counts),
+              **replay.summarise(chosen, saved.pool, saved.context.classes, gold),
+              "gold": str(gold_path) if gold_path else None, "run_selection": replay.run_selection(saved, chosen),
+              "out": str(out_path) if out_path else None}
+    if out_path is not None:
+        replay.write_chosen(chosen, out_path, saved.context.round, selector)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    shown = ", ".join(f"{k}={v}" for k, v in resolved.items())
+    title = f"xlc select: {selector} ({shown}) on {scored_path} (round {result['round']})"
+    Console(width=200).print(_table(title, replay.table_columns(result), replay.table_rows(result)))
+    share = result["taken"] / result["pool"] if result["pool"] else 0.0
+    click.echo(f"taken {result['taken']} of {result['pool']} texts ({share:.1%})")
+    if own := result["run_selection"]:
+        click.echo(f"the run's selector {own['selector']} took {own['taken']} here; {own['overlap']} of them "
+                   f"are taken now too")
+    if out_path is not None:
+        click.echo(f"wrote {result['taken']} rows to {out_path}")
 
 
 @main.command("selectors")

@@ -187,14 +187,15 @@ def load_files(
     return run
 
 
-def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Sequence[str]) -> pl.DataFrame:
+def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Sequence[str],
+                   option: str = "--pool-gold") -> pl.DataFrame:
     """The pool's true labels from a file of their own: id (as in the pool) and label.
 
     Without `--id-column` the pool's ids are its row numbers, so the file must then have one
     row per pool row, in the same order. Missing labels are allowed (they only shrink the
-    precision's sample); unknown ids and classes are errors.
+    precision's sample); unknown ids and classes are errors, named with `option`.
     """
-    source = f"--pool-gold {path}"
+    source = f"{option} {path}"
     frame = read_table(path)
     require_columns(frame, source, [cols.label] + ([cols.id] if cols.id else []))
     if cols.id:

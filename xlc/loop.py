@@ -218,7 +218,9 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
 def _round(ctx: Context, state: RunState, clf: model.Classifier | None) -> model.Classifier:
     """One round of Algorithm 1, reusing whatever of it was already committed; returns its model."""
     rnd = len(state.rounds)
-    now = Round(ctx.run.round(rnd), {"round": rnd, "labeled": state.labeled.height, "pool": state.pool.height})
+    counts = selectors.labeled_counts(state.labeled["label"], ctx.data.classes)
+    now = Round(ctx.run.round(rnd), {"round": rnd, "labeled": state.labeled.height, "pool": state.pool.height,
+                                     "labeled_per_class": counts})
     now.folder.path.mkdir(exist_ok=True)
     clf = _train(ctx, state, now, clf)
     scorer = _export(ctx, now, clf)
@@ -324,7 +326,7 @@ def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> 
     config, rnd = ctx.config, now.number
 
     def select() -> pl.DataFrame:
-        counts = dict(state.labeled["label"].value_counts().iter_rows())
+        counts = now.record["labeled_per_class"]
         chosen = ctx.selector(scored, selectors.SelectionContext(ctx.data.classes, counts, rnd))
         return chosen.select(
             "id", "text", "lang", "label", "confidence",

@@ -108,7 +108,8 @@ def find_checkpoint(path: Path) -> Path:
 
 # ---- starting and resuming -------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as run.json records each input."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -122,7 +123,7 @@ def fingerprint(config: SelfTrainConfig) -> dict:
     roles = {"demo": str(data.demo_path())} if config.uses_demo else {
         role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
         if getattr(config, role)}
-    inputs = {role: _sha256(Path(path)) for role, path in roles.items()}
+    inputs = {role: sha256(Path(path)) for role, path in roles.items()}
     base = Path(config.model)
     weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
     model_id = {"model": config.model, **{p.name: p.stat().st_size for p in weights}}

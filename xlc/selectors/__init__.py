@@ -7,7 +7,7 @@ the registry and the checks, by selector name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -31,6 +31,12 @@ def resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     return dict(prepare(name, given).options)
 
 
+def labeled_counts(labels: pl.Series, classes: Sequence[str]) -> dict[str, int]:
+    """Texts per class among `labels` (the labeled set's), in `classes` order: `SelectionContext.labeled_counts`."""
+    counts = dict(labels.value_counts().iter_rows())
+    return {c: counts.get(c, 0) for c in classes}
+
+
 def select(name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
     """Run selector `name` on the scored pool and check what it returns.
 
@@ -42,6 +48,6 @@ def select(name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: S
 
 __all__ = [
     "Check", "Option", "Prepared", "SelectFunction", "SelectionContext", "Selector", "add_plugin", "at_least",
-    "available", "between", "get_selector", "hookimpl", "one_of", "prepare", "remove_plugin", "resolve_options",
-    "select",
+    "available", "between", "get_selector", "hookimpl", "labeled_counts", "one_of", "prepare", "remove_plugin",
+    "resolve_options", "select",
 ]

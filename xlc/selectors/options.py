@@ -6,6 +6,7 @@ converts and validates them against the selector's `Option`s.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,14 @@ def read_file(path: Path) -> dict[str, Any]:
                 f"selector's options as key = value lines (numbers, strings, true/false)"
             )
     return values
+
+
+def gather(config_file: Path | None, shortcuts: Mapping[str, Any],
+           pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The options the command line gives: the file's, overridden by the shortcut flags given, then by pairs.
+
+    `shortcuts`: `--kt`, `--n`, `--threshold` as given (None = not given).
+    """
+    return ((read_file(config_file) if config_file else {})
+            | {k: v for k, v in shortcuts.items() if v is not None}
+            | parse_pairs(pairs))
