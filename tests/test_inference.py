@@ -81,7 +81,7 @@ def test_long_texts_score_differently_at_16_and_128_tokens(at):
 
 def test_load_scores_at_the_length_the_model_was_trained_with(model_16, texts, at):
     clf = xlc.load(model_16)
-    assert clf.max_length == TRAINED
+    assert clf.max_length_ == TRAINED
     assert np.allclose(clf.predict_proba(texts), at(TRAINED), atol=1e-6)
     assert np.allclose(np.stack(xlc.score(model_16, texts)["probs"].to_list()), at(TRAINED), atol=1e-6)
 
@@ -130,7 +130,7 @@ def test_an_explicit_max_length_wins_over_the_stored_one(model_16, texts, at, tm
 def test_a_model_exported_before_the_length_was_stored_is_scored_at_the_fallback(model_16, texts, at, tmp_path):
     old = _without_stored_length(model_16, tmp_path / "old")
     clf = xlc.load(old)
-    assert clf.max_length == inference.FALLBACK_MAX_LENGTH == 128
+    assert clf.max_length_ == inference.FALLBACK_MAX_LENGTH == 128
     assert np.allclose(clf.predict_proba(texts), at(128), atol=1e-6)
     assert np.allclose(_probs(_score_cli(old, texts, tmp_path)), at(128), atol=1e-6)
     assert np.allclose(xlc.load(old, max_length=TRAINED).predict_proba(texts), at(TRAINED), atol=1e-6)

@@ -3,7 +3,8 @@
 The public API (imported lazily, so `import xlc` stays fast):
 
 - ``xlc.selftrain(train, unlabeled, dev, test, selector=..., selector_options=..., out=...)``
-- ``xlc.load(path)`` -> ``TextClassifier`` with ``predict``, ``predict_proba``, ``classes_``
+- ``xlc.load(path)`` -> ``TextClassifier``, a scikit-learn classifier: ``predict``, ``predict_proba``,
+  ``classes_``, ``score(X, y)`` (accuracy), ``score_frame(X)``, ``get_params``/``set_params``
 - ``xlc.score(model, texts)`` -> Polars frame
 - ``xlc.SelfTrainConfig``, ``xlc.RunResult``, ``xlc.XlcError``
 - for selector plugins: ``xlc.hookimpl``, ``xlc.Selector``, ``xlc.Option``, ``xlc.SelectionContext``,

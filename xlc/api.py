@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from xlc import data, files, inference
 from xlc.config import SelfTrainConfig, resolve
@@ -31,20 +33,21 @@ Table = Union[str, Path, pl.DataFrame, Any]  # noqa: UP007 (`X | Any` fails at r
 """A file path, a Polars frame or a pandas frame (converted); the pool may also be a list of texts."""
 
 
-def _as_frame(value: Any, role: str) -> pl.DataFrame | None:
+def _as_frame(value: Any, role: str, texts_ok: bool) -> pl.DataFrame | None:
+    """`value` as a frame: a Polars, pandas or Arrow table as it is, texts (`data.texts_from`, when
+    `texts_ok`) as a `text` column; None for a file path (and for None)."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return None
     if isinstance(value, pl.DataFrame):
         return value
-    if type(value).__module__.startswith("pandas"):
+    module = type(value).__module__
+    if module.startswith("pandas") and hasattr(value, "columns"):  # pandas is never imported here
         return pl.from_pandas(value)
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if role != "unlabeled":
-            raise XlcError(f"{role}: a list of texts has no labels; pass a frame with text and label columns")
-        values = list(value)
-        bad = next((i for i, t in enumerate(values) if t is not None and not isinstance(t, str)), None)
-        if bad is not None:
-            raise XlcError(f"{role}: text #{bad} is a {type(values[bad]).__name__}, not a string; pass strings")
-        return pl.DataFrame({"text": values}, schema={"text": pl.String})
-    return None
+    if module.startswith("pyarrow") and hasattr(value, "column_names"):  # an Arrow Table or RecordBatch
+        return pl.DataFrame(pl.from_arrow(value))
+    if not texts_ok:
+        raise XlcError(f"{role}: a list of texts has no labels; pass a frame with text and label columns")
+    return pl.DataFrame({"text": data.texts_from(value, role, missing_ok=True)}, schema={"text": pl.String})
 
 
 def selftrain(
@@ -79,7 +82,7 @@ def selftrain(
     frames: dict[str, pl.DataFrame] = {}
     inputs = {"train": train, "unlabeled": unlabeled, "dev": dev, "test": test}
     for role, value in inputs.items():
-        frame = _as_frame(value, role)
+        frame = _as_frame(value, role, texts_ok=role == "unlabeled")
         if frame is not None:
             frames[role] = frame
             values[role] = str(run_dir.input(role))
@@ -119,47 +122,110 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
             raise files.write_error(path, exc) from None
 
 
-class TextClassifier:
-    """A trained xlc model behind ONNX Runtime, in the spirit of scikit-learn.
+class TextClassifier(ClassifierMixin, BaseEstimator):
+    """A trained xlc model behind ONNX Runtime, a scikit-learn classifier.
 
-    max_length None: the length the model was trained with (`inference.resolve_max_length`).
+    `predict`, `predict_proba`, `score(X, y)` (accuracy), `classes_`, `get_params`/`set_params`
+    and `sklearn.base.clone` work as for any scikit-learn classifier; X is a list, tuple, NumPy
+    array, pandas or Polars Series or Arrow array of texts. It is trained already: training is
+    `xlc.selftrain`, so `fit` refuses. `score_frame(X)` gives label, confidence and probs per text.
+
+    The constructor's arguments are kept as given (`path` as passed, `max_length` None when not
+    given); `model_dir` is the folder found (a run folder's best/), `max_length_` the length it
+    scores at: the one given, else the length the model was trained with
+    (`inference.resolve_max_length`).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, provider: str = "cpu",
-                 batch_size: int = inference.BATCH_SIZE, max_length: int | None = None) -> None:
-        inference.check("xlc.load", flags=False, batch_size=batch_size, threads=threads, max_length=max_length)
-        self.path = find_model(Path(path))
-        self.scorer = Scorer.open(self.path, threads=threads, provider=provider)
+                 batch_size: int = inference.BATCH_SIZE, max_length: int | None = None,
+                 int8: bool = False) -> None:
+        self.path = path
+        self.threads = threads
+        self.provider = provider
         self.batch_size = batch_size
-        self.max_length = self.scorer.max_length_for(max_length)
+        self.max_length = max_length
+        self.int8 = int8
+        self._open()
+
+    def _open(self, session: bool = True) -> None:
+        """Check the parameters and open the model (`session` False: keep the open one)."""
+        inference.check("xlc.load", flags=False, batch_size=self.batch_size, threads=self.threads,
+                        max_length=self.max_length)
+        if session:
+            self.model_dir = find_model(Path(self.path))
+            self.scorer = Scorer.open(self.model_dir, threads=self.threads, provider=self.provider,
+                                      int8=bool(self.int8))
+        self.max_length_ = self.scorer.max_length_for(self.max_length)
+
+    def set_params(self, **params: Any) -> TextClassifier:
+        """Change parameters, checked as the constructor checks them; the model reopens if needed.
+
+        A refused value leaves the classifier as it was.
+        """
+        before = self.get_params(deep=False)
+        super().set_params(**params)
+        try:
+            self._open(session=bool(_REOPEN & params.keys()))
+        except BaseException:
+            super().set_params(**before)
+            raise
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # a loaded model is trained: scikit-learn's checks (check_is_fitted) pass
 
     @property
     def classes_(self) -> np.ndarray:
         return np.asarray(self.scorer.classes, dtype=object)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def fit(self, X: Any, y: Any = None) -> TextClassifier:  # noqa: N803 (scikit-learn's name)
+        """Refused: a TextClassifier is a trained model; training is `xlc.selftrain`."""
+        raise XlcError("TextClassifier is a trained model and is not fitted again; train with xlc.selftrain(...) "
+                       "(or `xlc selftrain`) and load the result with xlc.load(run.best_model)")
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
         """Class probabilities, one row per text, columns in `classes_` order."""
-        return self.scorer.probabilities(_texts(texts), self.batch_size, self.max_length)
+        return self.scorer.probabilities(_texts(X), self.batch_size, self.max_length_)
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        return self.classes_[self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def score(self, texts: Sequence[str]) -> pl.DataFrame:
-        """text, label, confidence and probs for each text, in input order."""
-        return self.scorer.score(pl.DataFrame({"text": _texts(texts)}, schema={"text": pl.String}),
-                                 self.batch_size, self.max_length)
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:  # noqa: N803
+        """Accuracy of `predict(X)` against the labels `y`, as every scikit-learn classifier.
 
-    def __repr__(self) -> str:
-        return f"TextClassifier({str(self.path)!r}, classes={list(self.scorer.classes)})"
+        In xlc 0.1 `score(texts)` returned a frame of labels and probabilities; that is
+        `score_frame(texts)` now, and `score` without `y` says so.
+        """
+        if y is None:
+            raise XlcError("TextClassifier.score(X, y) returns the accuracy against labels y, as in scikit-learn; "
+                           "for the label, confidence and probs of each text call score_frame(X)")
+        from sklearn.metrics import accuracy_score
+
+        texts = _texts(X)
+        gold = data.texts_from(y, "y", item="label")
+        if len(gold) != len(texts):
+            raise XlcError(f"score: y has {len(gold)} labels for {len(texts)} texts; pass one label per text")
+        return float(accuracy_score(gold, self.predict(texts), sample_weight=sample_weight))
+
+    def score_frame(self, X: Any) -> pl.DataFrame:  # noqa: N803
+        """text, label, confidence and probs for each text, in input order (`xlc.score` keeps more columns)."""
+        return self.scorer.score(pl.DataFrame({"text": _texts(X)}, schema={"text": pl.String}),
+                                 self.batch_size, self.max_length_)
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (BaseEstimator's signature)
+        return f"TextClassifier({str(self.model_dir)!r}, classes={list(self.scorer.classes)})"
 
 
-def _texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise XlcError("pass a list of texts, not a single string")
-    values = list(texts)
-    bad = [i for i, t in enumerate(values) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise XlcError(f"text #{bad[0]} is empty or not a string; every text must be non-empty")
+_REOPEN = {"path", "threads", "provider", "int8"}
+"""The parameters that need a new ONNX Runtime session when they change."""
+
+
+def _texts(texts: Any) -> list[str]:
+    """`data.texts_from`, and no empty text: a model cannot label one."""
+    values = data.texts_from(texts, "texts")
+    bad = next((i for i, t in enumerate(values) if not t.strip()), None)
+    if bad is not None:
+        raise XlcError(f"texts: text #{bad} is empty; every text must be a non-empty string")
     return values
 
 
@@ -168,17 +234,22 @@ def load(path: str | Path, **options: Any) -> TextClassifier:
     return TextClassifier(path, **options)
 
 
-def score(model: str | Path | TextClassifier, texts: Table | Sequence[str], *,
+def score(model: str | Path | TextClassifier, texts: Table | Sequence[str] | Any, *,
           text_column: str = "text", **options: Any) -> pl.DataFrame:
-    """Score texts (a list, a frame or a file) with a trained model; a Polars frame back.
+    """Score texts with a trained model; a Polars frame back.
+
+    `texts`: a file path, a Polars, pandas or Arrow table, or texts as `TextClassifier.predict`
+    takes them (a list, tuple, NumPy array, pandas or Polars Series, Arrow array).
 
     The input's columns are kept (an existing `label` column is renamed `gold`) and
     `label`, `confidence` and `probs` are added, in input order.
     """
     clf = model if isinstance(model, TextClassifier) else load(model, **options)
-    frame = _as_frame(texts, "unlabeled")
+    if texts is None:
+        raise XlcError("xlc.score: pass texts, a frame or a file path, not None")
+    frame = _as_frame(texts, "texts", texts_ok=True)
     if frame is None:
-        frame = data.read_table(Path(texts))
+        frame = data.read_table(Path(cast("str | os.PathLike[str]", texts)))
     data.require_columns(frame, "texts", [text_column])
     data.check_texts(frame, "texts", text_column)
     if text_column != "text" and "text" in frame.columns:
@@ -189,5 +260,5 @@ def score(model: str | Path | TextClassifier, texts: Table | Sequence[str], *,
     if "label" in frame.columns:  # keep a gold label column beside the prediction
         frame = frame.rename({"label": "gold"})
     scored = clf.scorer.score(frame.rename({text_column: "text"}) if text_column != "text" else frame,
-                              clf.batch_size, clf.max_length)
+                              clf.batch_size, clf.max_length_)
     return scored.rename({"text": text_column}) if text_column != "text" else scored

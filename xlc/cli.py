@@ -332,12 +332,15 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
     --out must be new, empty or an earlier export; a folder of other files needs --overwrite, and
     a folder with subfolders, the current folder or a home folder is never replaced.
     """
-    from xlc import files, model, onnx, rundir
+    from xlc import files, model, modelcard, modeldir, onnx, rundir
 
     _setup_logging(False)
     files.check_replaceable(out_path, "--out", overwrite, "export")  # before anything is loaded or written
     source = rundir.find_checkpoint(model_path)
-    onnx.export(model.load(source), out_path, kind="export", overwrite=overwrite)
+    clf = model.load(source)
+    card = modelcard.for_source(source, modeldir.read_meta(source), weights=False,
+                                model_type=clf.model.config.model_type)
+    onnx.export(clf, out_path, kind="export", overwrite=overwrite, card=card)
     if optimize:
         onnx.optimize(out_path, optimize)
     if int8:

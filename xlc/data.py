@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from xlc import files
@@ -69,6 +71,42 @@ def require_columns(frame: pl.DataFrame | pl.LazyFrame, source: str, columns: Se
             f"{source}: column {missing[0]!r} not found (columns: {', '.join(names)}); "
             f"name the right one with --text-column / --label-column / --id-column"
         )
+
+
+def texts_from(values: Any, source: str = "texts", missing_ok: bool = False, item: str = "text") -> list[Any]:
+    """A list of texts from a list, tuple, NumPy array, pandas or Polars Series or Arrow array.
+
+    The one place where in-memory texts are taken in (`TextClassifier`, `xlc.score`, `xlc.selftrain`);
+    pandas and pyarrow are never imported, only recognised by their methods. Every item must be a
+    string; `missing_ok` also lets None (and pandas' NaN) through as None, for the callers that
+    apply the empty-text rule themselves. `item` names an element in messages ("label" for labels).
+    """
+    if isinstance(values, (str, bytes)):
+        raise XlcError(f"{source}: pass a list of texts, not a single string")
+    if isinstance(values, pl.DataFrame) or hasattr(values, "columns") or hasattr(values, "column_names"):
+        raise XlcError(f"{source}: pass the text column (e.g. frame['text']), not a whole {type(values).__name__}")
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise XlcError(f"{source}: pass a 1-D array of texts, got an array of shape {values.shape}")
+    if isinstance(values, (pl.Series, np.ndarray)):
+        items = values.tolist() if isinstance(values, np.ndarray) else values.to_list()
+    elif hasattr(values, "to_pylist"):  # pyarrow Array or ChunkedArray
+        items = values.to_pylist()
+    elif hasattr(values, "to_list") and hasattr(values, "dtype"):  # pandas Series or Index
+        items = values.to_list()
+    elif isinstance(values, Iterable) and not isinstance(values, Mapping):
+        items = list(values)
+    else:
+        raise XlcError(f"{source}: expected a list, tuple, array or Series of texts, got a {type(values).__name__}")
+    for i, text in enumerate(items):
+        if isinstance(text, str):
+            continue
+        if text is None or (isinstance(text, float) and text != text):  # pandas writes a missing text as NaN
+            if missing_ok:
+                items[i] = None
+                continue
+            raise XlcError(f"{source}: {item} #{i} is missing (None); every {item} must be a string")
+        raise XlcError(f"{source}: {item} #{i} is a {type(text).__name__}, not a string; pass strings")
+    return items
 
 
 def check_texts(frame: pl.DataFrame, source: str, column: str = "text") -> None:

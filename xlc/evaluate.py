@@ -93,7 +93,7 @@ def evaluate(job: EvaluateJob) -> dict:
         raise XlcError("no rows to evaluate (an empty table, or --lang matched no rows)")
     scored = frame.with_columns(pl.Series("label", clf.predict(frame["text"].to_list()), dtype=pl.String))
     result = evaluate_scored(scored, classes, job.ordinal)
-    result["model"] = str(clf.path)
+    result["model"] = str(clf.model_dir)
     result["data"] = str(job.data)
     return result
 

@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 from xlc import data as data_mod
-from xlc import files, metrics, model, onnx, report, rundir, selectors
+from xlc import files, metrics, model, modelcard, modeldir, onnx, report, rundir, selectors
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import max_positions
@@ -199,18 +199,32 @@ def _replay(ctx: Context) -> RunState:
 def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
     """Publish the best and the last round's models, prune, write the pseudo-labels and the report."""
     run, last = ctx.run, len(state.rounds) - 1
-    rundir.publish(run.round(last), run.final)
-    rundir.publish(run.round(state.best_round), run.best)
+    facts = report.data_facts({"train": ctx.data.train, "unlabeled": ctx.data.pool, "dev": ctx.data.dev,
+                               "test": ctx.data.test})
+    summary = report.build(ctx.config, ctx.data.classes, state.rounds, state.best_round, stop.reason, stop.code,
+                           facts)
+    for number, target in ((last, run.final), (state.best_round, run.best)):
+        source = run.round(number)
+        card = modelcard.render(modeldir.read_meta(source.model), summary, number,
+                                model_type=_model_type(source.model))
+        rundir.publish(source, target, card)
     rundir.prune(run, keep={state.best_round, last})
     pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
     data_mod.write_parquet(pseudo_labels, run.pseudo_labels)
-    summary = report.build(ctx.config, ctx.data.classes, state.rounds, state.best_round, stop.reason, stop.code)
     report.write(run.path, summary)
     return RunResult(
         out=run.path, rounds=report.rounds_frame(state.rounds), pseudo_labels=pseudo_labels,
         best_round=state.best_round, best_model=run.best, final_model=run.final,
         stop_reason=stop.reason, report=summary, stop_code=stop.code,
     )
+
+
+def _model_type(folder: Path) -> str | None:
+    """The encoder type in `folder`'s config.json, for the model card's loading code."""
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # ---- one round: its phases, each reusing its committed output ------------------------------------

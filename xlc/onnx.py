@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xlc import files
+from xlc import files, modelcard
 from xlc.errors import XlcError, first_line
 from xlc.files import atomic_dir
 from xlc.modeldir import write_meta
@@ -24,13 +24,14 @@ INT8_LOCK = ".int8.lock"
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 
 
-def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False) -> Path:
+def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False,
+           card: str | None = None) -> Path:
     """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder.
 
     xlc.json keeps the classes, text prefix and training max length, so the export scores as the run did.
 
     An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
-    (`files.check_replaceable`).
+    (`files.check_replaceable`). `card`: a model card (`modelcard`) to write as README.md.
     """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
@@ -51,6 +52,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         config.save_pretrained(tmp)
         clf.tokenizer.save_pretrained(tmp)
         write_meta(tmp, clf.classes, clf.text_prefix, clf.max_length)
+        if card is not None:
+            modelcard.write(tmp, card)
     return out
 
 

@@ -29,10 +29,11 @@ COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", 
 
 
 def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict], best_round: int,
-          stop_reason: str, stop_code: str) -> dict:
+          stop_reason: str, stop_code: str, data: dict | None = None) -> dict:
     """report.json: the settings, every round's record, the best round and why the run stopped.
 
     `stop_reason` is a sentence for people; `stop_code` the same for programs (see loop.STOP_CODES).
+    `data`: the sizes and languages of the run's data (`data_facts`), for the model cards.
     """
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -42,9 +43,20 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "best_round": best_round,
         "stop_reason": stop_reason,
         "stop_code": stop_code,
+        **({"data": data} if data is not None else {}),
         "versions": {d: package_version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
                                                       "onnxruntime", "polars")},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def data_facts(frames: dict[str, pl.DataFrame | None]) -> dict:
+    """Rows and languages (from the `lang` column, sorted; empty when unknown) of each data set."""
+    present = {role: frame for role, frame in frames.items() if frame is not None}
+    return {
+        "sizes": {role: frame.height for role, frame in present.items()},
+        "languages": {role: sorted(frame["lang"].drop_nulls().unique().to_list()) if "lang" in frame.columns else []
+                      for role, frame in present.items()},
     }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from xlc import data, files
+from xlc import data, files, modelcard
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE
@@ -222,13 +222,18 @@ def start(out: Path, config: SelfTrainConfig, stamp: dict) -> None:
 
 # ---- finishing ----------------------------------------------------------------------------------
 
-def publish(source: RoundDir, target: Path) -> None:
-    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it)."""
+def publish(source: RoundDir, target: Path, card: str | None = None) -> None:
+    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it).
+
+    `card`: the model card (`modelcard.render`), written as target/README.md.
+    """
     with files.atomic_dir(target, "model") as tmp:
         for item in source.model.iterdir():
             if item.name not in (TRAIN_FILE, files.MARKER):
                 files.link_or_copy(item, tmp / item.name)
         files.link_or_copy(source.onnx_file, tmp / ONNX_FILE)
+        if card is not None:
+            modelcard.write(tmp, card)
 
 
 def prune(run: RunDir, keep: set[int]) -> None:

@@ -1,0 +1,108 @@
+"""Every saved model folder (best/, final/, `xlc export`) carries a README.md model card that tells the truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from conftest import sample
+
+import xlc
+from xlc import modelcard
+from xlc.cli import main
+from xlc.modelcard import CARD_FILE, MARK
+
+TEXTS = ["Der Bundestag hat das Gesetz beschlossen.", "Le match s'est terminé sur un score nul."]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, demo_frame, tmp_path_factory) -> Path:
+    """A one-round run whose dev and test sets hold German and French texts."""
+    folder = tmp_path_factory.mktemp("card")
+    files = {
+        "train": sample(demo_frame, "eng_Latn", "train", 60),
+        "unlabeled": sample(demo_frame, "deu_Latn", "train", 40).drop("label"),
+        "dev": pl.concat([sample(demo_frame, lang, "dev", 12) for lang in ("deu_Latn", "fra_Latn")]),
+        "test": pl.concat([sample(demo_frame, lang, "test", 12) for lang in ("deu_Latn", "fra_Latn")]),
+    }
+    xlc.selftrain(**files, selector="throttling", selector_options={"n": 5}, model=str(tiny_model),
+                  out=folder / "run", epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5)
+    return folder / "run"
+
+
+def test_best_and_final_carry_a_card_with_the_runs_facts(run, tiny_model):
+    report = json.loads((run / "report.json").read_text())
+    for folder, number in (("best", report["best_round"]), ("final", 1)):
+        card = (run / folder / CARD_FILE).read_text()
+        assert card.startswith(MARK)
+        assert f"- Base model: `{tiny_model}`" in card
+        assert "- Text prefix: none" in card and "- Max length: 32 tokens" in card
+        assert "`science/technology`" in card and "Classes (7)" in card
+        assert ("- Languages: train eng_Latn; unlabeled deu_Latn; dev deu_Latn, fra_Latn; "
+                "test deu_Latn, fra_Latn") in card
+        assert "- Labeled training texts: 60" in card
+        taken = report["rounds"][number]["labeled"] - 60
+        assert f"- Pseudo-labels this model was trained on: {taken} (taken from 40 unlabeled texts)" in card
+        assert "- Data sizes: train 60, unlabeled 40, dev 24, test 24" in card
+        assert "- Selector: `throttling` with n=5" in card
+        assert f"- Round: {number} of rounds 0-1" in card
+        assert "- The run stopped: reached --max-rounds 1" in card
+        test = report["rounds"][number]["test"]
+        assert f"| test | all | 24 | {test['accuracy']:.3f} | {test['macro_f1']:.3f} |" in card
+        fra = test["per_lang"]["fra_Latn"]
+        assert f"| test | fra_Latn | 12 | {fra['accuracy']:.3f} | {fra['macro_f1']:.3f} |" in card
+        assert 'xlc.load("THIS_FOLDER")' in card and "ORTModelForSequenceClassification" in card
+        assert 'key_mapping={r"^encoder\\.": ""}, add_pooling_layer=False' in card
+    assert "(the best on dev" in (run / "best" / CARD_FILE).read_text()
+    assert "the last)" in (run / "final" / CARD_FILE).read_text()
+
+
+def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--model", str(run), "--out", str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "exported" / CARD_FILE).read_text()
+    assert card.startswith(MARK) and "- Selector: `throttling` with n=5" in card
+    assert "holds the ONNX model only" in card and "key_mapping" not in card
+
+
+def test_what_the_card_says_loads_does_load_with_the_same_predictions(run):
+    """The fine-tuned encoder through AutoModel with the key mapping; model.onnx through an Optimum pipeline."""
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    from xlc import model
+
+    best = run / "best"
+    clf = xlc.load(best)
+    encoder, info = AutoModel.from_pretrained(best, key_mapping={r"^encoder\.": ""}, add_pooling_layer=False,
+                                              output_loading_info=True)
+    assert info["missing_keys"] == [] and sorted(info["unexpected_keys"]) == ["classifier.bias", "classifier.weight"]
+    ours = model.load(best).model.encoder.state_dict()
+    assert all(np.array_equal(value.numpy(), ours[key].numpy()) for key, value in encoder.state_dict().items())
+    classify = pipeline("text-classification", model=ORTModelForSequenceClassification.from_pretrained(best),
+                        tokenizer=AutoTokenizer.from_pretrained(best))
+    found = classify(TEXTS, truncation=True, max_length=32, top_k=None)
+    probs = np.array([[next(d["score"] for d in row if d["label"] == c) for c in clf.classes_] for row in found])
+    assert np.allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
+
+
+def test_a_readme_that_xlc_did_not_write_is_never_replaced(tmp_path):
+    (tmp_path / CARD_FILE).write_text("my notes")
+    modelcard.write(tmp_path, MARK + "\ncard")
+    assert (tmp_path / CARD_FILE).read_text() == "my notes"
+    (tmp_path / CARD_FILE).write_text(MARK + "\nold card")
+    modelcard.write(tmp_path, MARK + "\nnew card")
+    assert (tmp_path / CARD_FILE).read_text() == MARK + "\nnew card"
+
+
+def test_a_model_without_a_run_gets_a_card_that_says_what_is_unknown():
+    card = modelcard.render({"classes": ["neg", "pos"], "text_prefix": "query: "}, weights=False)
+    assert "- Base model: unknown" in card and "- Text prefix: `query: `" in card
+    assert "- Max length: not recorded (xlc scores at 128 tokens)" in card
+    assert "Unknown: no run report for this model." in card
+    assert "put the prefix `query: ` before each text yourself" in card
+    assert 'classify(["query: Tolles Hotel!"], truncation=True, max_length=128, top_k=None)' in card
