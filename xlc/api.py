@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -21,7 +22,7 @@ import polars as pl
 from xlc import data, files, inference
 from xlc.config import SelfTrainConfig, resolve
 from xlc.errors import XlcError
-from xlc.rundir import RunDir, find_model, run_lock
+from xlc.rundir import RunDir, find_model, has_work, run_lock
 from xlc.scoring import Scorer
 
 if TYPE_CHECKING:  # the training loop imports torch; load() and score() need only ONNX Runtime
@@ -86,10 +87,11 @@ def selftrain(
         elif value is not None:
             values[role] = str(value)
     resolved = resolve(values, config, source="xlc.selftrain()")
-    from xlc.loop import run
+    from xlc.loop import check_model, run
 
+    check_model(resolved)  # before the run folder is made: a bad model leaves nothing behind
     with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
-        _save_inputs(frames, run_dir, unfinished)
+        _save_inputs(frames, run_dir, unfinished if unfinished is None or has_work(run_dir.path) else None)
         return run(resolved, progress=progress)
 
 
@@ -105,7 +107,7 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
         blob, path = buffer.getvalue(), run_dir.input(role)
         if unfinished is not None:
             same = (unfinished["inputs"].get(role) == hashlib.sha256(blob).hexdigest()
-                    and unfinished["settings"].get(role) == str(path))
+                    and unfinished["settings"].get(role) in (str(path), os.path.abspath(path)))
             if not same:
                 raise XlcError(
                     f"--out {run_dir.path}: holds an unfinished run made with different {role} data; resume "
