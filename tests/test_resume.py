@@ -92,7 +92,7 @@ def test_resuming_with_other_settings_is_refused_with_what_differs(tiny_model, m
     assert killed.returncode == -signal.SIGKILL
     result = CliRunner().invoke(main, args(tiny_model, module_files, out, "--seed", "9", "--kt", "4"))
     assert result.exit_code != 0
-    assert f"holds an unfinished run with different settings (kt: 3 -> 4; seed: 0 -> 9); resume it with " \
+    assert f"holds an unfinished run with different settings (seed: 0 -> 9; kt: 3 -> 4); resume it with " \
            f"--resume {out} or choose another --out" in result.output
     changed = dict(module_files, dev=module_files["test"])
     result = CliRunner().invoke(main, args(tiny_model, changed, out))
