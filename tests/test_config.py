@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from xlc import XlcError
@@ -95,3 +97,31 @@ def test_settings_win_over_a_config_object_or_file_and_selector_options_merge(tm
 def test_unknown_setting_names_where_it_came_from():
     with pytest.raises(XlcError, match=r"xlc.selftrain\(\): unknown setting 'epocs'"):
         resolve({"epocs": 1}, source="xlc.selftrain()")
+
+
+def test_relative_paths_in_a_config_file_are_taken_from_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "some" / "dir"
+    (folder / "enc").mkdir(parents=True)
+    (folder / "run.toml").write_text('train = "data/train.csv"\nunlabeled = "/abs/pool.csv"\ndev = "dev.csv"\n'
+                                     'out = "runs/x"\nmodel = "enc"\n')
+    monkeypatch.chdir(tmp_path)
+    config = resolve({}, Path("some/dir/run.toml"))
+    assert config.train == str(Path("some/dir/data/train.csv")) and config.dev == str(Path("some/dir/dev.csv"))
+    assert config.unlabeled == "/abs/pool.csv" and config.out == str(Path("some/dir/runs/x"))
+    assert config.model == str(Path("some/dir/enc"))
+    (folder / "named.toml").write_text('model = "multilingual-e5-small"\n')
+    assert resolve({}, folder / "named.toml").model == "multilingual-e5-small"  # a name, not a path
+
+
+def test_a_written_config_holds_absolute_paths_and_reads_the_same_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = SelfTrainConfig(train="data/train.csv", unlabeled="data/pool.csv", dev="data/dev.csv", out="runs/x")
+    (tmp_path / "runs").mkdir()
+    config.write_toml(tmp_path / "runs" / "config.toml")
+    expected = config.absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = SelfTrainConfig.from_toml(tmp_path / "runs" / "config.toml")
+    assert again.train == str(tmp_path / "data" / "train.csv") and again.out == str(tmp_path / "runs" / "x")
+    assert again == expected

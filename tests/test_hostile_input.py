@@ -387,5 +387,5 @@ def test_an_input_changed_under_an_unfinished_run_is_named_without_advising_resu
     (out / "report.json").unlink()  # as if killed before the end
     pl.read_parquet(small_files["train"]).head(60).write_parquet(small_files["train"])
     output = one_line_error(_selftrain(tiny_model, small_files, out, "--max-rounds", "0"))
-    assert "a different inputs train; inputs train changed on disk since it started" in output
+    assert f"and the train file ({small_files['train']}) changed on disk since it started" in output
     assert "--resume" not in output

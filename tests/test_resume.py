@@ -92,14 +92,28 @@ def test_resuming_with_other_settings_is_refused_with_what_differs(tiny_model, m
     assert killed.returncode == -signal.SIGKILL
     result = CliRunner().invoke(main, args(tiny_model, module_files, out, "--seed", "9", "--kt", "4"))
     assert result.exit_code != 0
-    assert "holds an unfinished run made with a different settings seed, settings selector_options" \
-        in result.output
+    assert f"holds an unfinished run with different settings (seed: 0 -> 9; kt: 3 -> 4); resume it with " \
+           f"--resume {out} or choose another --out" in result.output
     changed = dict(module_files, dev=module_files["test"])
     result = CliRunner().invoke(main, args(tiny_model, changed, out))
-    assert "settings dev, inputs dev" in result.output
+    assert f"(dev: {module_files['dev']} -> {module_files['test']})" in result.output
 
 
 def test_same_seed_gives_the_same_selections_and_metrics(tiny_model, module_files, tmp_path, reference):
     out = tmp_path / "again"
     in_process(*args(tiny_model, module_files, out))
     assert_same(out, reference)
+
+
+def test_rerunning_a_finished_run_says_it_is_finished(tiny_model, module_files, tmp_path):
+    out = tmp_path / "run"
+    in_process(*args(tiny_model, module_files, out, "--max-rounds", "0"))
+    report = (out / "report.json").read_bytes()
+    resume = ["selftrain", "--quiet", "--resume", str(out)]
+    for again in (args(tiny_model, module_files, out, "--max-rounds", "0"), resume):
+        result = CliRunner().invoke(main, again)
+        assert result.exit_code == 0, result.output
+        assert f"--out {out}: already holds this run, finished" in result.output and "nothing to do" in result.output
+    assert (out / "report.json").read_bytes() == report
+    other = CliRunner().invoke(main, args(tiny_model, module_files, out, "--max-rounds", "0", "--seed", "3"))
+    assert other.exit_code != 0 and "already holds a finished run" in other.output

@@ -164,7 +164,9 @@ def test_a_started_run_resumes_with_its_own_fingerprint_only(small_files, tmp_pa
     assert json.loads(run.run_file.read_text()) == json.loads(json.dumps(stamp))
     assert SelfTrainConfig.from_toml(run.config).seed == config.seed and files.marked_kind(out) == "run"
     assert rundir.resumes(out, stamp)
-    with pytest.raises(XlcError, match="different settings seed; resume it with its own settings"):
+    assert not rundir.resumes(out, rundir.fingerprint(config.replace(seed=4)))  # nothing committed: restarted
+    run.round(0).model.mkdir(parents=True)  # a committed phase: worth resuming, so other settings are refused
+    with pytest.raises(XlcError, match=r"different settings \(seed: 0 -> 4\); resume it with --resume"):
         rundir.resumes(out, rundir.fingerprint(config.replace(seed=4)))
     run.report.write_text("{}")  # finished: neither resumed nor overwritten
     with pytest.raises(XlcError, match="already holds a finished run"):

@@ -153,3 +153,18 @@ def test_scoring_does_not_import_torch(tiny_onnx, texts):
     code = ("import sys; from xlc.scoring import Scorer; "
             f"Scorer.open({str(tiny_onnx)!r}).probabilities(['ein Satz']); print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_rerunning_a_finished_score_says_it_is_done_and_leaves_the_output(tiny_onnx, tmp_path):
+    source = write_input(pl.DataFrame({"text": ["a b", "c d e", "f"]}), tmp_path / "in.csv")
+    out = tmp_path / "out.parquet"
+    args = ["score", "--quiet", "--model", str(tiny_onnx), "--input", str(source), "--output", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    written, stat = out.read_bytes(), out.stat()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert f"--output {out} is already complete (3 rows" in again.output and "nothing to do" in again.output
+    assert out.read_bytes() == written and out.stat().st_mtime_ns == stat.st_mtime_ns
+    other = CliRunner().invoke(main, [*args, "--max-length", "16"])  # another job on the same output: refused
+    assert other.exit_code != 0 and "exists; pass --overwrite" in other.output
+    assert out.read_bytes() == written

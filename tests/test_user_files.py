@@ -307,3 +307,62 @@ def test_int8_quantisation_waits_for_the_process_already_quantising(holder, tiny
     first.wait()
     assert waiting.wait(timeout=120) == 0, waiting.stderr.read()
     assert (folder / onnx.INT8_FILE).is_file() and not (folder / onnx.INT8_LOCK).exists()
+
+
+# ---------------------------------------------------------------------- a bad --model for selftrain
+
+
+def _selftrain_args(encoder, files_, out, *extra):
+    return ["selftrain", "--quiet", "--model", str(encoder), "--out", str(out), "--train", str(files_["train"]),
+            "--unlabeled", str(files_["unlabeled"]), "--dev", str(files_["dev"]), "--epochs", "1",
+            "--max-length", "16", "--max-rounds", "0", *extra]
+
+
+def _broken_copies(tiny_model, folder):
+    """Model folders that are wrong in one way each, with what the error must say."""
+    no_config = shutil.copytree(tiny_model, folder / "no_config")
+    (no_config / "config.json").unlink()
+    no_type = shutil.copytree(tiny_model, folder / "no_type")
+    (no_type / "config.json").write_text('{"hidden_size": 32}')
+    decoder = shutil.copytree(tiny_model, folder / "decoder")
+    (decoder / "config.json").write_text('{"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2}')
+    no_weights = shutil.copytree(tiny_model, folder / "no_weights")
+    for weights in [*no_weights.glob("*.safetensors"), *no_weights.glob("*.bin")]:
+        weights.unlink()
+    return [
+        (folder / "missing", "no such folder"),
+        (no_config, f"no config.json in {no_config}"),
+        (no_type, "names no model_type"),
+        (decoder, "describes a 'gpt2' model, not a text encoder"),
+        (no_weights, f"no weights in {no_weights}"),
+    ]
+
+
+def test_a_bad_model_fails_before_the_run_folder_exists(tiny_model, small_files, tmp_path):
+    for encoder, says in _broken_copies(tiny_model, tmp_path):
+        out = tmp_path / f"run-{encoder.name}"
+        output = one_line_error(CliRunner().invoke(main, _selftrain_args(encoder, small_files, out)))
+        assert f"--model '{encoder}'" in output and says in output, output
+        assert not out.exists()
+        with pytest.raises(XlcError, match=says):
+            xlc.selftrain(**{r: small_files[r] for r in ("train", "unlabeled", "dev")}, model=str(encoder),
+                          out=out, epochs=1, max_rounds=0)
+        assert not out.exists()
+
+
+def test_unreadable_weights_name_the_folder_and_do_not_block_the_corrected_retry(tiny_model, small_files,
+                                                                                tmp_path):
+    broken = shutil.copytree(tiny_model, tmp_path / "broken")
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not safetensors at all")
+    out = tmp_path / "run"
+    output = one_line_error(CliRunner().invoke(main, _selftrain_args(broken, small_files, out)))
+    assert f"{broken}: cannot load the model's weights" in output and "free some space" not in output
+    assert not out.exists()  # nothing committed: nothing left behind
+    out.mkdir()
+    files.mark(out, "run")  # as a killed first attempt would leave it: started, nothing committed
+    (out / RUN_FILE).write_text(json.dumps({"settings": {"model": str(broken)}, "inputs": {}, "model": {}}))
+    (out / "round-00").mkdir()
+    retry = CliRunner().invoke(main, _selftrain_args(tiny_model, small_files, out))
+    assert retry.exit_code == 0, retry.output
+    assert (out / "report.json").is_file()

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from xlc import data, files, inference
 from xlc.config import SelfTrainConfig, resolve
 from xlc.errors import XlcError
-from xlc.rundir import RunDir, find_model, run_lock
+from xlc.rundir import RunDir, find_model, has_work, run_lock
 from xlc.scoring import Scorer
 
 if TYPE_CHECKING:  # the training loop imports torch; load() and score() need only ONNX Runtime
@@ -89,10 +89,11 @@ def selftrain(
         elif value is not None:
             values[role] = str(value)
     resolved = resolve(values, config, source="xlc.selftrain()")
-    from xlc.loop import run
+    from xlc.loop import check_model, run
 
+    check_model(resolved)  # before the run folder is made: a bad model leaves nothing behind
     with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
-        _save_inputs(frames, run_dir, unfinished)
+        _save_inputs(frames, run_dir, unfinished if unfinished is None or has_work(run_dir.path) else None)
         return run(resolved, progress=progress)
 
 
@@ -108,7 +109,7 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
         blob, path = buffer.getvalue(), run_dir.input(role)
         if unfinished is not None:
             same = (unfinished["inputs"].get(role) == hashlib.sha256(blob).hexdigest()
-                    and unfinished["settings"].get(role) == str(path))
+                    and unfinished["settings"].get(role) in (str(path), os.path.abspath(path)))
             if not same:
                 raise XlcError(
                     f"--out {run_dir.path}: holds an unfinished run made with different {role} data; resume "

@@ -154,7 +154,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     With no data options it runs the bundled demo (SIB-200 topics, English -> German and Chinese).
     """
     from xlc import report
-    from xlc.loop import run
+    from xlc.loop import check_model, finished, run
     from xlc.progress import Bars
     from xlc.rundir import RunDir, run_lock
 
@@ -162,6 +162,12 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     selector_options = _selector_options(kt, n, threshold, selector_opt, selector_config)
     config = resolve({k: v for k, v in flags.items() if v is not None}, config_file, resume=resume_dir,
                      selector_options=selector_options)
+    if finished(config):  # a re-run of a finished run: said, not refused
+        click.echo(f"--out {config.out}: already holds this run, finished (same settings, data and model); "
+                   f"nothing to do")
+        click.echo(f"report: {RunDir(Path(config.out)).report_md}")
+        return
+    check_model(config)  # before the run folder is made: a bad --model leaves nothing behind
     with run_lock(Path(config.out)), Bars(quiet=quiet) as bars:
         result = run(config, progress=bars)
     print_rounds(result.report)
@@ -310,6 +316,11 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
         with Bars(quiet=quiet, unit="rows") as bars:
             summary = score_file(job, progress=lambda done, total: bars("score", done, total))
     counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
+    if summary.complete:
+        click.echo(f"--output {summary.output} is already complete ({summary.rows} rows scored with this model, "
+                   f"input and options); nothing to do (pass --overwrite to score again)")
+        click.echo(f"per class: {counts}")
+        return
     click.echo(f"scored {summary.rows} rows in {summary.seconds:.1f} s ({summary.rows_per_second:.0f} rows/s)"
                f"{f', resumed {summary.resumed_parts} finished part(s)' if summary.resumed_parts else ''}")
     click.echo(f"per class: {counts}" + (f"; {summary.empty_texts} empty text(s) left unscored"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,19 @@ class SelfTrainConfig:
         return {k: v for k, v in values.items() if v is not None}
 
     def write_toml(self, path: Path) -> None:
-        files.write_text(path, tomli_w.dumps(self.to_dict()))
+        """Write every setting; paths are written absolute, so the file reads the same from anywhere."""
+        files.write_text(path, tomli_w.dumps(self.absolute().to_dict()))
+
+    def absolute(self) -> SelfTrainConfig:
+        """These settings with every file and folder path absolute (a --model name is left as it is)."""
+        return self.replace(**{name: os.path.abspath(value) for name, value in self.paths().items()})
+
+    def paths(self) -> dict[str, str]:
+        """The settings that are paths, as given: data files, --out and a local --model folder."""
+        found = {name: getattr(self, name) for name in PATH_SETTINGS if getattr(self, name) is not None}
+        if self.model != DEFAULT_MODEL and Path(self.model).is_dir():
+            found["model"] = self.model
+        return found
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> SelfTrainConfig:
@@ -148,8 +161,15 @@ class SelfTrainConfig:
         return cls(**clean)
 
     @classmethod
-    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> SelfTrainConfig:
-        """Read a TOML file; `overrides` (e.g. command-line flags) win over its values."""
+    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None,
+                  relative_to_file: bool = True) -> SelfTrainConfig:
+        """Read a TOML file; `overrides` (e.g. command-line flags) win over its values.
+
+        Relative paths in the file (data files, out, a local model folder) are taken from the
+        file's folder, as a user who moves the file with its data expects; `relative_to_file`
+        False takes them from the current folder (how a run's config.toml was read before
+        xlc wrote it with absolute paths).
+        """
         try:
             values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -161,10 +181,30 @@ class SelfTrainConfig:
             raise XlcError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise XlcError(f"--config {path}: not valid TOML: {exc}") from None
+        if relative_to_file:
+            values = _rebase(values, Path(path).parent)
         return cls.from_mapping({**values, **(overrides or {})}, source=f"--config {path}")
 
     def replace(self, **changes: Any) -> SelfTrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+PATH_SETTINGS = ("train", "unlabeled", "dev", "test", "pool_gold", "out")
+"""The settings that name a file or folder (and `model`, when it names a local folder)."""
+
+
+def _rebase(values: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`values` with their relative paths taken from `folder`; a model is rebased only if that folder holds it."""
+    rebased = dict(values)
+    for name in PATH_SETTINGS:
+        value = values.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            rebased[name] = str(folder / value)
+    model = values.get("model")
+    if (isinstance(model, str) and model and model != DEFAULT_MODEL and not Path(model).is_absolute()
+            and (folder / model).is_dir()):
+        rebased["model"] = str(folder / model)
+    return rebased
 
 
 def cli_fields() -> list[dataclasses.Field]:
@@ -213,7 +253,7 @@ def resolve(settings: Mapping[str, Any], config: str | Path | SelfTrainConfig | 
     if isinstance(config, SelfTrainConfig):
         resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
     elif config is not None:
-        resolved = SelfTrainConfig.from_toml(Path(config), values)
+        resolved = SelfTrainConfig.from_toml(Path(config), values, relative_to_file=resume is None)
     else:
         resolved = SelfTrainConfig.from_mapping(values, source=source)
     if selector_options:

@@ -131,9 +131,24 @@ def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     )
 
 
-def check_max_length(config: SelfTrainConfig) -> None:
-    """Refuse a --max-length above the base encoder's position limit (before anything is trained)."""
-    base, _ = model.resolve_base(config.model)
+def finished(config: SelfTrainConfig) -> bool:
+    """Whether `config.out` holds a finished run of exactly these settings, data and model (nothing to redo)."""
+    run = RunDir(Path(config.out))
+    if not (run.report.is_file() and run.run_file.is_file()):
+        return False
+    try:
+        found = json.loads(run.run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    selector = selectors.prepare(config.selector, config.selector_options)
+    stamp = rundir.fingerprint(config.replace(selector_options=dict(selector.options)))
+    return isinstance(found, dict) and rundir.same_run(found, stamp)
+
+
+def check_model(config: SelfTrainConfig) -> None:
+    """Refuse a --model that cannot be trained (see `model.check_base`) or a --max-length above its
+    position limit: before the run folder is written."""
+    base = model.check_base(config.model)
     limit = max_positions(base)
     if limit is not None and config.max_length > limit:
         raise XlcError(f"--max-length {config.max_length}: the model {config.model} reads at most {limit} "
@@ -162,25 +177,34 @@ def run(
     config = config.replace(selector_options=dict(selector.options))
     ctx = Context(config, selector, run_data or load_data(config), RunDir(Path(config.out)),
                   progress or _no_progress)
-    _open(ctx)
+    check_model(config)
+    started = _open(ctx)
     if config.threads:
         torch.set_num_threads(config.threads)
-    state = _replay(ctx)
-    clf: model.Classifier | None = None
-    while state.stop is None:
-        clf = _round(ctx, state, clf)
+    try:
+        state = _replay(ctx)
+        clf: model.Classifier | None = None
+        while state.stop is None:
+            clf = _round(ctx, state, clf)
+    except Exception:
+        if started:  # failed before committing anything (e.g. unreadable weights): leave no run to refuse a retry
+            rundir.discard(ctx.run.path)
+        raise
     return _finish(ctx, state, state.stop)
 
 
-def _open(ctx: Context) -> None:
-    """Start the run in its folder, or accept the unfinished run there if it has the same fingerprint."""
+def _open(ctx: Context) -> bool:
+    """Start the run in its folder, or accept the unfinished run there if it has the same fingerprint.
+
+    True when this call started a new run.
+    """
     out = ctx.run.path
     stamp = rundir.fingerprint(ctx.config)
     if rundir.resumes(out, stamp):
         log.info("resuming the unfinished run in %s", out)
-    else:
-        check_max_length(ctx.config)
-        rundir.start(out, ctx.config, stamp)
+        return False
+    rundir.start(out, ctx.config, stamp)
+    return True
 
 
 def _replay(ctx: Context) -> RunState:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,12 +124,79 @@ def resolve_base(model: str) -> tuple[Path, str]:
     if model == default_model.NAME:
         return default_model.ensure_converted(), default_model.TEXT_PREFIX
     path = Path(model)
+    fix = f"pass a folder such as a saved xlm-roberta-base, or {default_model.NAME!r}"
+    if not path.exists():
+        raise XlcError(f"--model {model!r}: no such folder; {fix}")
+    if not path.is_dir():
+        raise XlcError(f"--model {model!r}: a file, not a model folder; {fix}")
     if not (path / "config.json").is_file():
-        raise XlcError(
-            f"--model {model!r}: not a local Hugging Face model folder (no config.json); "
-            f"pass a folder such as a saved xlm-roberta-base, or {default_model.NAME!r}"
-        )
+        raise XlcError(f"--model {model!r}: not a local Hugging Face model folder (no config.json in {path}); {fix}")
     return path, ""
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+def check_base(model: str) -> Path:
+    """The folder of a --model that can be fine-tuned, checked without loading its weights.
+
+    Refused with what is missing and where: no folder, no config.json, a config that is not
+    an encoder's, no weights file, no tokenizer, a damaged xlc.json.
+    """
+    path, _ = resolve_base(model)
+    try:
+        found = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise XlcError(f"--model {model!r}: {path / 'config.json'} is not valid JSON ({exc}); copy the model "
+                       f"folder again") from None
+    if not (isinstance(found, dict) and found.get("model_type")):
+        raise XlcError(f"--model {model!r}: {path / 'config.json'} names no model_type; pass the folder of a "
+                       f"Hugging Face encoder (its config.json says e.g. \"model_type\": \"bert\")")
+    _quiet_transformers()
+    with loading(path / "config.json", "config"):
+        config = AutoConfig.from_pretrained(path)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if config.is_encoder_decoder or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise XlcError(f"--model {model!r}: its config.json describes a {config.model_type!r} model, not a text "
+                       f"encoder (BERT, XLM-R, E5 and the like); pass an encoder's folder")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        raise XlcError(f"--model {model!r}: no weights in {path} (model.safetensors or pytorch_model.bin); "
+                       f"copy the model's weight files there")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise XlcError(f"--model {model!r}: no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); "
+                       f"copy the model's tokenizer files there")
+    if (path / META_FILE).is_file():
+        read_meta(path)
+    return path
+
+
+@contextlib.contextmanager
+def loading(path: Path, what: str) -> Iterator[None]:
+    """Name the file and what failed when Hugging Face cannot read a model's `what` (config, weights, tokenizer)."""
+    try:
+        yield
+    except XlcError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # SafetensorError is not one of them
+        raise _load_error(path, what, exc) from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise _load_error(path, what, exc) from None
+
+
+def _load_error(path: Path, what: str, exc: BaseException) -> XlcError:
+    from xlc.files import advice
+
+    lines = str(exc).strip().splitlines()
+    reason = getattr(exc, "strerror", None) or (lines[0] if lines else type(exc).__name__)
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    code = getattr(exc, "errno", None)
+    hint = advice(exc) if code is not None else "the model folder is incomplete or damaged: copy it again"
+    return XlcError(f"{path}: cannot load the model's {what} ({reason}); {hint}")
 
 
 def load_tokenizer(path: Path):
@@ -148,16 +216,21 @@ def from_base(model: str, classes: Sequence[str]) -> Classifier:
             f"--model {path} was trained for classes {list(clf.classes)}, the data has "
             f"{list(classes)}; start from its base encoder instead"
         )
-    config = AutoConfig.from_pretrained(path)
+    with loading(path / "config.json", "config"):
+        config = AutoConfig.from_pretrained(path)
     config.num_labels = len(classes)
     config.id2label = dict(enumerate(classes))
     config.label2id = {c: i for i, c in enumerate(classes)}
     # eager attention, as `load` builds it: a resumed run must train the same kernels (sdpa and
     # eager differ in the last bits, and on some CPUs that changed round 1 after a resume)
-    encoder = AutoModel.from_pretrained(path, config=config, attn_implementation="eager", **_pooler_kwargs(config))
+    with loading(path, "weights"):
+        encoder = AutoModel.from_pretrained(path, config=config, attn_implementation="eager",
+                                            **_pooler_kwargs(config))
     torch.manual_seed(0)
     model = MeanPoolClassifier(config, encoder).eval()
-    return Classifier(model, load_tokenizer(path), tuple(classes), prefix)
+    with loading(path, "tokenizer"):
+        tokenizer = load_tokenizer(path)
+    return Classifier(model, tokenizer, tuple(classes), prefix)
 
 
 def _pooler_kwargs(config: PretrainedConfig) -> dict:
@@ -168,9 +241,13 @@ def load(path: Path) -> Classifier:
     """Load a classifier written by `Classifier.save`."""
     _quiet_transformers()
     meta = read_meta(path)
-    config = AutoConfig.from_pretrained(path)
-    model = MeanPoolClassifier.from_pretrained(path, config=config).eval()
-    return Classifier(model, load_tokenizer(path), tuple(meta["classes"]), meta.get("text_prefix", ""),
+    with loading(path / "config.json", "config"):
+        config = AutoConfig.from_pretrained(path)
+    with loading(path, "weights"):
+        model = MeanPoolClassifier.from_pretrained(path, config=config).eval()
+    with loading(path, "tokenizer"):
+        tokenizer = load_tokenizer(path)
+    return Classifier(model, tokenizer, tuple(meta["classes"]), meta.get("text_prefix", ""),
                       meta.get("max_length"))
 
 

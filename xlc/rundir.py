@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from xlc import data, files, modelcard
-from xlc.config import SelfTrainConfig
+from xlc.config import PATH_SETTINGS, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE
 from xlc.onnx import ONNX_FILE
+
+log = logging.getLogger("xlc")
 
 RUN_FILE = "run.json"
 TRAIN_FILE = "train.json"
@@ -119,6 +123,7 @@ def sha256(path: Path) -> str:
 
 def fingerprint(config: SelfTrainConfig) -> dict:
     """What a resumed run must share with the interrupted one: settings, input bytes, model."""
+    config = config.absolute()  # a path is the same setting however it was spelled (config.toml: absolute)
     settings = {k: v for k, v in config.to_dict().items() if k != "out"}
     roles = {"demo": str(data.demo_path())} if config.uses_demo else {
         role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
@@ -128,6 +133,18 @@ def fingerprint(config: SelfTrainConfig) -> dict:
     weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
     model_id = {"model": config.model, **{p.name: p.stat().st_size for p in weights}}
     return {"settings": settings, "inputs": inputs, "model": model_id}
+
+
+def _absolute(stamp: dict) -> dict:
+    """A fingerprint from an older xlc (paths as given, relative to the folder it ran in) with absolute paths."""
+    settings = dict(stamp.get("settings", {}))
+    for name, value in settings.items():
+        if isinstance(value, str) and (name in PATH_SETTINGS or name == "model" and Path(value).is_dir()):
+            settings[name] = os.path.abspath(value)
+    model = dict(stamp.get("model", {}))
+    if isinstance(model.get("model"), str) and Path(model["model"]).is_dir():
+        model["model"] = os.path.abspath(model["model"])
+    return {**stamp, "settings": settings, "model": model}
 
 
 def check_out(out: Path) -> dict | None:
@@ -189,27 +206,65 @@ def run_lock(out: Path) -> Iterator[dict | None]:
             shutil.rmtree(out, ignore_errors=True)
 
 
+def same_run(found: dict, stamp: dict) -> bool:
+    """Whether a run folder's fingerprint `found` is that of `stamp` (paths compared absolute)."""
+    return json.loads(json.dumps(_absolute(found))) == json.loads(json.dumps(stamp))
+
+
+def has_work(out: Path) -> bool:
+    """Whether the run in `out` has committed anything worth resuming: a phase output of some round."""
+    return any(not item.name.startswith(".") for rnd in RunDir(out).rounds() for item in rnd.path.iterdir())
+
+
+def _show(value: object) -> str:
+    return "(none)" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _setting_changes(old: dict, new: dict) -> list[str]:
+    """Each differing setting as `name: old -> new` (selector options one by one, by their own name)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if key == "selector_options" and isinstance(before or {}, dict) and isinstance(after or {}, dict):
+            changes += _setting_changes(before or {}, after or {})
+        else:
+            changes.append(f"{key}: {_show(before)} -> {_show(after)}")
+    return changes
+
+
 def resumes(out: Path, stamp: dict) -> bool:
     """True when `out` holds an unfinished run with the fingerprint `stamp`; False for a new run.
 
     A finished run, a folder xlc did not write, or a run made with other settings, data or
-    model, is refused with what differs.
+    model, is refused with what differs (each setting as `name: old -> new`). A run that
+    committed nothing yet (it failed or was stopped before its first phase) is no reason to
+    refuse: it is started again with the new settings.
     """
     found = check_out(out)
     if found is None:
         return False
-    differs = [f"{part} {key}" for part in ("settings", "inputs", "model")
-               for key in sorted(set(found.get(part, {})) | set(stamp[part]))
-               if found.get(part, {}).get(key) != stamp[part].get(key)]
-    if differs:
-        given = {d.split(" ", 1)[1] for d in differs if d.startswith("settings ")}
-        changed = [d for d in differs if d.startswith("inputs ") and d.split(" ", 1)[1] not in given
-                   or d.startswith("model ") and "model" not in given]
-        fix = (f"{', '.join(changed)} changed on disk since it started, so it cannot be resumed: restore "
-               f"them" if changed else f"resume it with its own settings (xlc selftrain --resume {out})")
-        raise XlcError(f"--out {out}: holds an unfinished run made with a different {', '.join(differs)}; "
-                       f"{fix}, or choose another folder")
-    return True
+    found = _absolute(found)
+    settings = _setting_changes(found.get("settings", {}), stamp["settings"])
+    old_inputs, old_model = found.get("inputs", {}), found.get("model", {})
+    changed = [f"the {role} file ({stamp['settings'].get(role, role)})"
+               for role in sorted(set(old_inputs) | set(stamp["inputs"]))
+               if old_inputs.get(role) != stamp["inputs"].get(role)
+               and found.get("settings", {}).get(role) == stamp["settings"].get(role)]
+    if old_model != stamp["model"] and old_model.get("model") == stamp["model"].get("model"):
+        changed.append(f"the model's files ({stamp['model'].get('model')})")
+    if not (settings or changed):
+        return True
+    if not has_work(out):
+        log.info("%s: the unfinished run there committed nothing yet; starting it again", out)
+        return False
+    if settings:
+        raise XlcError(f"--out {out}: holds an unfinished run with different settings ({'; '.join(settings)}); "
+                       f"resume it with --resume {out} or choose another --out")
+    raise XlcError(f"--out {out}: holds an unfinished run, and {', '.join(changed)} changed on disk since it "
+                   f"started, so it cannot be resumed; restore {'them' if len(changed) > 1 else 'it'} or "
+                   f"choose another --out")
 
 
 def start(out: Path, config: SelfTrainConfig, stamp: dict) -> None:
@@ -218,6 +273,23 @@ def start(out: Path, config: SelfTrainConfig, stamp: dict) -> None:
     with _creating(out):
         config.write_toml(run.config)
         files.write_json(run.run_file, stamp)
+
+
+def discard(out: Path) -> None:
+    """Undo `start` for a run that failed before committing anything, so that nothing blocks a retry.
+
+    Removes only what `start` and the first round wrote (run.json, config.toml, empty round
+    folders); a run with a committed phase is left to resume.
+    """
+    run = RunDir(out)
+    if has_work(out) or run.report.exists():
+        return
+    for rnd in run.rounds():
+        with suppress(OSError):
+            rnd.path.rmdir()  # empty: nothing committed
+    for path in (run.run_file, run.config):
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 # ---- finishing ----------------------------------------------------------------------------------

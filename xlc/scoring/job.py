@@ -105,6 +105,8 @@ class ScoreSummary:
     empty_texts: int
     resumed_parts: int
     output: Path
+    complete: bool = False
+    """True when the output was already the finished output of this job: nothing was scored again."""
 
     @property
     def rows_per_second(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from contextlib import ExitStack
@@ -38,15 +39,21 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
             stack.enter_context(files.locked(shared.lock_file(job.output), f"--output {job.output}"))
         except OSError as exc:
             raise files.write_error(job.output, exc) from None
+        wanted = job.fingerprint(model_dir, [Path(job.input)], ENGINE, chunk_size=job.chunk_size)
+        if _already_scored(job, wanted):  # a finished re-run: said, not redone
+            per_class, empty_texts = shared.tally(pl.scan_parquet(job.output))
+            return ScoreSummary(total, time.perf_counter() - start, per_class, empty_texts, 0, job.output,
+                                complete=True)
         scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
         scorer.max_length_for(job.max_length)  # refused before any part is written
         rows = shared.id_and_text(data.scan_table(job.input), job.text_column, job.id_column).drop("_row")
+        stamp = {FINISHED_KEY: json.dumps(wanted, sort_keys=True)}
         if not total:
             _check_output(job)
             empty = pl.DataFrame(schema=shared.output_schema(rows.collect_schema()["id"], scorer.classes))
-            data.write_with(job.output, empty.write_parquet)
+            data.write_with(job.output, lambda tmp: empty.write_parquet(tmp, metadata=stamp))
             return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
-        parts = _prepare_parts(job, model_dir)
+        parts = _prepare_parts(job, wanted)
         done, resumed = 0, 0
         try:
             for k, chunk in enumerate(shared.exact_chunks(rows, job.chunk_size)):
@@ -64,9 +71,24 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
             raise data.read_error(job.input, exc) from None
         all_parts = pl.scan_parquet(parts / "part-*.parquet")
         per_class, empty_texts = shared.tally(all_parts)
-        data.write_with(job.output, all_parts.sink_parquet)
+        data.write_with(job.output, lambda tmp: all_parts.sink_parquet(tmp, metadata=stamp))
         shutil.rmtree(parts)
     return ScoreSummary(done, time.perf_counter() - start, per_class, empty_texts, resumed, job.output)
+
+
+FINISHED_KEY = "xlc.score"
+"""The Parquet metadata key of a finished output: the fingerprint of the job that wrote it."""
+
+
+def _already_scored(job: ScoreJob, wanted: dict) -> bool:
+    """Whether --output is a finished output of this very job (same model, input and options)."""
+    if job.overwrite or not job.output.is_file():
+        return False
+    try:
+        found = pl.read_parquet_metadata(job.output).get(FINISHED_KEY)
+    except (OSError, pl.exceptions.PolarsError):
+        return False
+    return found == json.dumps(wanted, sort_keys=True)
 
 
 def _check_output(job: ScoreJob) -> None:
@@ -78,14 +100,13 @@ def _check_output(job: ScoreJob) -> None:
         raise XlcError(f"--output {job.output}: scores are written as Parquet; name it *.parquet")
 
 
-def _prepare_parts(job: ScoreJob, model_dir: Path) -> Path:
-    """The marked parts folder: resumed when its manifest matches, else made afresh.
+def _prepare_parts(job: ScoreJob, wanted: dict) -> Path:
+    """The marked parts folder: resumed when its manifest matches `wanted`, else made afresh.
 
     Part k holds rows k * chunk_size onwards, so the chunk size is part of the fingerprint.
     """
     parts = job.output.with_name(job.output.name + ".parts")
     manifest = parts / "manifest.json"
-    wanted = job.fingerprint(model_dir, [Path(job.input)], ENGINE, chunk_size=job.chunk_size)
     if parts.is_dir() and manifest.is_file() and not job.overwrite:
         shared.check_resumable(manifest, wanted, parts)
         return parts
