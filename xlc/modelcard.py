@@ -40,7 +40,7 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
     record = rounds[round_number] if round_number is not None and 0 <= round_number < len(rounds) else None
     facts = dict((report or {}).get("data") or {})
     lines = [MARK, "", "# xlc text classifier", "",
-             "A text classifier trained by [xlc](https://pypi.org/project/xlc/), cross-lingual self-training: "
+             "A text classifier trained by xlc (cross-lingual self-training of text classifiers): "
              "fine-tuned on labeled (usually English) texts, then on its own most trusted pseudo-labels of "
              "unlabeled texts in the target language(s).", "", "## Model", "",
              f"- Base model: {_code(config['model']) if config.get('model') else 'unknown (no run report)'}",
