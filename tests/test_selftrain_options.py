@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -132,3 +135,11 @@ def test_flags_win_over_the_config_file_and_selector_options_merge(parsed, tmp_p
     config = parsed("--config", str(path), "--seed", "5", "--kt", "3")
     assert (config.epochs, config.seed, config.selector) == (3, 5, "thresholded")
     assert config.selector_options == {"threshold": 0.7, "kt": 3}
+
+
+def test_top_level_help_lists_every_environment_variable_xlc_reads():
+    source = "".join(path.read_text() for path in Path(xlc.__file__).parent.rglob("*.py"))
+    read = set(re.findall(r"XLC_[A-Z_]+", source)) - {"XLC_CRASH_AT"}  # the crash hook is for tests only
+    shown = CliRunner().invoke(main, ["--help"]).output
+    assert {"XLC_DEVICE", "XLC_CACHE", "XLC_PLUGINS"} <= read
+    assert [name for name in sorted(read) if name not in shown] == []

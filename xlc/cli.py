@@ -49,7 +49,14 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+ENVIRONMENT = """\b
+Environment variables:
+  XLC_DEVICE   where training runs: auto (CUDA when torch sees a GPU), cpu or cuda
+  XLC_CACHE    where the default model is converted to (default ~/.cache/xlc)
+  XLC_PLUGINS  which selector plugins load: unset all, "none", or names (a,b)"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENVIRONMENT)
 @click.version_option(xlc.__version__, prog_name="xlc")
 def main() -> None:
     """Cross-lingual self-training of text classifiers (Dong & de Melo, 2019)."""
