@@ -143,3 +143,20 @@ def test_top_level_help_lists_every_environment_variable_xlc_reads():
     shown = CliRunner().invoke(main, ["--help"]).output
     assert {"XLC_DEVICE", "XLC_CACHE", "XLC_PLUGINS"} <= read
     assert [name for name in sorted(read) if name not in shown] == []
+
+
+def test_tables_take_the_terminal_width_and_keep_whole_rows_when_piped(monkeypatch):
+    import io
+    import sys
+
+    from xlc.cli import stdout_console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert stdout_console().width == 80
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert stdout_console().width == 200

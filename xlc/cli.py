@@ -63,6 +63,13 @@ def main() -> None:
 
 
 FILE = click.Path(path_type=Path, dir_okay=False)
+
+
+def stdout_console() -> Console:
+    """Tables on stdout: as wide as the terminal, or 200 columns when piped (a file keeps whole rows)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 # Scoring options as `xlc score` and `xlc evaluate` take them; the jobs check their values (xlc.inference).
 BATCH_SIZE_OPTION = click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=int,
                                  help="Texts per ONNX Runtime call.")
@@ -190,7 +197,7 @@ def print_rounds(summary: dict) -> None:
 
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
     table = _table(title, COLUMNS, table_rows(summary["rounds"]), left=COLUMNS.index("per class"))
-    Console(width=200).print(table)
+    stdout_console().print(table)
 
 
 @main.command("select")
@@ -233,7 +240,7 @@ def select_command(scored_path: Path, selector: str, kt: int | None, n: int | No
         return
     shown = ", ".join(f"{k}={v}" for k, v in resolved.items())
     title = f"xlc select: {selector} ({shown}) on {scored_path} (round {result['round']})"
-    Console(width=200).print(_table(title, replay.table_columns(result), replay.table_rows(result)))
+    stdout_console().print(_table(title, replay.table_columns(result), replay.table_rows(result)))
     share = result["taken"] / result["pool"] if result["pool"] else 0.0
     click.echo(f"taken {result['taken']} of {result['pool']} texts ({share:.1%})")
     if own := result["run_selection"]:
@@ -263,7 +270,7 @@ def list_selectors(as_json: bool) -> None:
         for row in listing["selectors"]:
             options = ", ".join(f"{o['name']}={o['default']}" for o in row["options"])
             table.add_row(row["name"], f"{row['package']} {row['version']}", options, row["description"])
-        Console(width=160).print(table)
+        stdout_console().print(table)
     for failure in listing["broken"]:
         click.echo(f"broken plugin {failure['plugin']!r} (package {failure['package']}): {failure['error']}",
                    err=True)
@@ -399,7 +406,7 @@ def evaluate(model_path: Path, data_path: Path, langs: tuple[str, ...], as_json:
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    console = Console(width=200)
+    console = stdout_console()
     ordinal = "mse" in result
     columns = ("rows", "n", "accuracy", "macro-F1") + (("MSE", "MSE wrong") if ordinal else ())
     console.print(_table(f"xlc evaluate: {result['model']} on {result['data']}", columns, summary_rows(result)))
