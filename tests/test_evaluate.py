@@ -145,3 +145,29 @@ def test_cli_a_missing_label_is_refused_naming_its_row(tiny_onnx, tmp_path, miss
     assert result.exit_code != 0
     assert f"--data {path}: missing label (null or NaN) in column 'label' (data row 2)" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_evaluate_reports_progress_up_to_every_row(tiny_onnx, labeled):
+    from xlc.evaluate import EvaluateJob, evaluate
+
+    path, _ = labeled
+    seen: list[tuple[int, int]] = []
+    evaluate(EvaluateJob(tiny_onnx, path, text_column="sentence", batch_size=16),
+             progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(16, 40), (32, 40), (40, 40)]
+
+
+def test_the_rate_column_shows_items_per_second_once_measured():
+    from rich.progress import Progress
+
+    from xlc.progress import RateColumn
+
+    now = [0.0]
+    progress = Progress(get_time=lambda: now[0])
+    task = progress.add_task("score", total=1000)
+    column = RateColumn("rows")
+    assert column.render(progress.tasks[0]).plain == ""
+    for _ in range(4):
+        now[0] += 1.0
+        progress.update(task, advance=250)
+    assert column.render(progress.tasks[0]).plain == "250 rows/s"

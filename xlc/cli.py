@@ -400,9 +400,13 @@ def evaluate(model_path: Path, data_path: Path, langs: tuple[str, ...], as_json:
     """
     from xlc.evaluate import EvaluateJob, class_rows, evaluate as run, summary_rows
 
+    from xlc.progress import Bars
+
     _setup_logging(True)
     wanted = tuple(x.strip() for item in langs for x in item.split(",") if x.strip())
-    result = run(EvaluateJob(model=model_path, data=data_path, langs=wanted, **options))
+    with Bars(quiet=as_json, unit="rows") as bars:
+        result = run(EvaluateJob(model=model_path, data=data_path, langs=wanted, **options),
+                     progress=lambda done, total: bars("evaluate", done, total))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

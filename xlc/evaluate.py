@@ -8,7 +8,7 @@ This module reads the job's data, checks it against the model and turns results 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +75,11 @@ def read_labeled(job: EvaluateJob) -> pl.DataFrame:
     return frame
 
 
-def evaluate(job: EvaluateJob) -> dict:
-    """Score `job.data` with `job.model` and measure the predictions against its labels."""
+def evaluate(job: EvaluateJob, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Score `job.data` with `job.model` and measure the predictions against its labels.
+
+    `progress(done, total)` is called as the texts are scored.
+    """
     from xlc.api import load
 
     clf = load(job.model, threads=job.threads, provider=job.provider, batch_size=job.batch_size,
@@ -91,7 +94,9 @@ def evaluate(job: EvaluateJob) -> dict:
         metrics.ordinal_values(classes)  # fail before scoring
     if frame.height == 0:
         raise XlcError("no rows to evaluate (an empty table, or --lang matched no rows)")
-    scored = frame.with_columns(pl.Series("label", clf.predict(frame["text"].to_list()), dtype=pl.String))
+    probs = clf.scorer.probabilities(frame["text"].to_list(), clf.batch_size, clf.max_length_, progress)
+    labels = clf.classes_[probs.argmax(axis=1)]  # as clf.predict, with progress
+    scored = frame.with_columns(pl.Series("label", labels, dtype=pl.String))
     result = evaluate_scored(scored, classes, job.ordinal)
     result["model"] = str(clf.model_dir)
     result["data"] = str(job.data)

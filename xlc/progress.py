@@ -9,11 +9,26 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (`1,234 rows/s`), once rich has measured a rate."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s")
 
 
 class Bars:
@@ -21,9 +36,10 @@ class Bars:
 
     def __init__(self, quiet: bool = False, unit: str = "") -> None:
         self.console = Console(stderr=True)
+        rate = (RateColumn(unit),) if unit else ()
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn(unit), *rate, TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, disable=quiet,
         )
         self.tasks: dict[str, TaskID] = {}
