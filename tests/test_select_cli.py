@@ -181,28 +181,25 @@ def test_missing_file_or_a_file_outside_a_run_is_a_one_line_error(run, tmp_path)
         assert len(result.output.strip().splitlines()) == 1
 
 
-def copy_run_without_models(run: Path, target: Path) -> Path:
+def copy_run_from_before_labeled_per_class(run: Path, target: Path) -> Path:
+    """A copy of `run` (models left out) whose metrics.json files lack `labeled_per_class`, as older runs."""
     shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.onnx", "*.safetensors", "best", "final"))
+    for metrics in target.glob("round-*/metrics.json"):
+        record = json.loads(metrics.read_text())
+        del record["labeled_per_class"]
+        metrics.write_text(json.dumps(record))
     return target
 
 
 def test_a_run_without_recorded_labeled_counts_counts_its_training_file(run, module_files, tmp_path):
-    old = copy_run_without_models(run, tmp_path / "old")
-    for metrics in old.glob("round-*/metrics.json"):
-        record = json.loads(metrics.read_text())
-        del record["labeled_per_class"]
-        metrics.write_text(json.dumps(record))
+    old = copy_run_from_before_labeled_per_class(run, tmp_path / "old")
     result = select_json("--scored", str(scored(old, 1)), "--selector", "balanced", "--kt", "2")
     context = expected_context(run, module_files, 1)
     assert result["labeled_counts"] == {c: context.labeled_counts[c] for c in context.classes}
 
 
 def test_a_changed_training_file_is_named_when_the_counts_need_it(run, module_files, tmp_path):
-    old = copy_run_without_models(run, tmp_path / "old")
-    for metrics in old.glob("round-*/metrics.json"):
-        record = json.loads(metrics.read_text())
-        del record["labeled_per_class"]
-        metrics.write_text(json.dumps(record))
+    old = copy_run_from_before_labeled_per_class(run, tmp_path / "old")
     config = (old / "config.toml").read_text()
     changed = tmp_path / "train.parquet"
     pl.read_parquet(module_files["train"]).head(50).write_parquet(changed)
