@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, cast
 
@@ -184,12 +184,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         raise XlcError("TextClassifier is a trained model and is not fitted again; train with xlc.selftrain(...) "
                        "(or `xlc selftrain`) and load the result with xlc.load(run.best_model)")
 
-    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
-        """Class probabilities, one row per text, columns in `classes_` order."""
-        return self.scorer.probabilities(_texts(X), self.batch_size, self.max_length_)
+    def predict_proba(self, X: Any, progress: Callable[[int, int], None] | None = None) -> np.ndarray:  # noqa: N803
+        """Class probabilities, one row per text, columns in `classes_` order; `progress(done, total)`."""
+        return self.scorer.probabilities(_texts(X), self.batch_size, self.max_length_, progress)
 
-    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+    def predict(self, X: Any, progress: Callable[[int, int], None] | None = None) -> np.ndarray:  # noqa: N803
+        return self.classes_[self.predict_proba(X, progress).argmax(axis=1)]
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:  # noqa: N803
         """Accuracy of `predict(X)` against the labels `y`, as every scikit-learn classifier.

@@ -94,9 +94,7 @@ def evaluate(job: EvaluateJob, progress: Callable[[int, int], None] | None = Non
         metrics.ordinal_values(classes)  # fail before scoring
     if frame.height == 0:
         raise XlcError("no rows to evaluate (an empty table, or --lang matched no rows)")
-    probs = clf.scorer.probabilities(frame["text"].to_list(), clf.batch_size, clf.max_length_, progress)
-    labels = clf.classes_[probs.argmax(axis=1)]  # as clf.predict, with progress
-    scored = frame.with_columns(pl.Series("label", labels, dtype=pl.String))
+    scored = frame.with_columns(pl.Series("label", clf.predict(frame["text"].to_list(), progress), dtype=pl.String))
     result = evaluate_scored(scored, classes, job.ordinal)
     result["model"] = str(clf.model_dir)
     result["data"] = str(job.data)
