@@ -45,7 +45,7 @@ def run(model_dir: Path, source: Path) -> tuple[float, float]:
     """(peak RSS in MiB, seconds) of one `xlc score` process."""
     out = CACHE / f"{source.stem}.scores.parquet"
     command = [sys.executable, "-m", "xlc.cli", "score", "--quiet", "--overwrite", "--model", str(model_dir),
-               "--input", str(source), "--output", str(out), "--max-length", "128"]
+               "--input", str(source), "--out", str(out), "--max-length", "128"]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)

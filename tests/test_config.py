@@ -22,14 +22,21 @@ def test_defaults_run_the_demo():
         ({"epochs": 0}, "--epochs must be >= 1, got 0"),
         ({"max_rounds": -1}, "--max-rounds must be >= 0"),
         ({"lr": 0.0}, "--lr must be in (0, 1)"),
-        ({"train": "a.csv"}, "missing --unlabeled, --dev"),
-        ({"test": "t.csv"}, "missing --train, --unlabeled, --dev"),
+        ({"train": "a.csv"}, "missing --unlabeled"),
+        ({"test": "t.csv"}, "missing --train, --unlabeled"),
+        ({"dev": "d.csv", "unlabeled": "u.csv"}, "missing --train"),
+        ({"dev_share": 0.0}, "--dev-share must be in (0, 0.5]"),
     ],
 )
 def test_invalid_settings_name_the_option(changes, message):
     with pytest.raises(XlcError) as info:
         SelfTrainConfig.from_mapping(changes)
     assert message in str(info.value)
+
+
+def test_dev_is_optional_for_own_data():
+    config = SelfTrainConfig.from_mapping({"train": "a.csv", "unlabeled": "u.csv"})
+    assert config.dev is None and not config.uses_demo
 
 
 def test_toml_round_trip_keeps_every_setting(tmp_path):

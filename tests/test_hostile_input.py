@@ -75,7 +75,7 @@ def test_a_full_disk_while_scoring_is_a_one_line_error_and_resumable(tiny_onnx, 
     source = tmp_path / "pool.parquet"
     demo_frame.select("text").write_parquet(source)
     args = ["score", "--quiet", "--model", str(tiny_onnx), "--input", str(source),
-            "--output", str(full_disk / "scores.parquet"), "--chunk-size", "2000"]
+            "--out", str(full_disk / "scores.parquet"), "--chunk-size", "2000"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert "cannot write" in result.output and "No space left on device" in result.output
@@ -128,7 +128,7 @@ def one_line_error(result) -> str:
 
 def score_cli(model_dir, source, output, *extra):
     return CliRunner().invoke(main, ["score", "--quiet", "--model", str(model_dir), "--input", str(source),
-                                     "--output", str(output), *extra])
+                                     "--out", str(output), *extra])
 
 
 @pytest.mark.parametrize("name, content, says", [
@@ -306,7 +306,7 @@ def test_out_of_range_options_are_refused_before_any_work(tiny_onnx, tmp_path, c
     source = tmp_path / "texts.parquet"
     pl.DataFrame({"text": ["ein Text"]}).write_parquet(source)
     where = (["--out", str(tmp_path / "run")] if command[0] == "selftrain" else
-             ["--model", str(tiny_onnx), "--input", str(source), "--output", str(tmp_path / "out.parquet")])
+             ["--model", str(tiny_onnx), "--input", str(source), "--out", str(tmp_path / "out.parquet")])
     output = one_line_error(CliRunner().invoke(main, [*command, "--quiet", *where]))
     assert says in output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.parquet"]

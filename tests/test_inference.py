@@ -60,7 +60,7 @@ def _score_cli(model_dir: Path, texts: list[str], folder: Path, *extra: str) -> 
     source, output = folder / "texts.parquet", folder / "scores.parquet"
     pl.DataFrame({"text": texts}).write_parquet(source)
     result = CliRunner().invoke(main, ["score", "--quiet", "--model", str(model_dir), "--input", str(source),
-                                       "--output", str(output), "--overwrite", *extra])
+                                       "--out", str(output), "--overwrite", *extra])
     assert result.exit_code == 0, result.output
     return pl.read_parquet(output)
 
@@ -181,7 +181,7 @@ def test_load_refuses_out_of_range_scoring_options_in_one_line(model_16, options
 def test_the_commands_refuse_out_of_range_scoring_options_in_one_line(model_16, tmp_path, command, says):
     source = tmp_path / "texts.parquet"
     pl.DataFrame({"text": ["ein Text"], "label": ["travel"]}).write_parquet(source)
-    where = {"score": ["--model", str(model_16), "--input", str(source), "--output", str(tmp_path / "o.parquet")],
+    where = {"score": ["--model", str(model_16), "--input", str(source), "--out", str(tmp_path / "o.parquet")],
              "evaluate": ["--model", str(model_16), "--data", str(source)],
              "selftrain": ["--quiet", "--out", str(tmp_path / "run")]}[command[0]]
     result = CliRunner().invoke(main, [*command, *where])

@@ -67,6 +67,10 @@ def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
     card = (tmp_path / "exported" / CARD_FILE).read_text()
     assert card.startswith(MARK) and "- Selector: `throttling` with n=5" in card
     assert "holds the ONNX model only" in card and "key_mapping" not in card
+    again = CliRunner().invoke(main, ["export", "--json", "--model", str(run), "--out", str(tmp_path / "json")])
+    assert again.exit_code == 0, again.output
+    facts = json.loads(again.output)
+    assert facts["out"] == str(tmp_path / "json") and "model.onnx" in facts["files"] and CARD_FILE in facts["files"]
 
 
 def test_what_the_card_says_loads_does_load_with_the_same_predictions(run):

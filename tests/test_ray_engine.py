@@ -63,7 +63,7 @@ def _session_processes(sid: int) -> list[int]:
 def test_a_killed_job_resumes_and_matches_the_local_engine(local_ray, tiny_onnx, folder, tmp_path):
     inputs, whole = folder
     out = tmp_path / "scores"
-    options = ["--model", str(tiny_onnx), "--input", str(inputs), "--output", str(out),
+    options = ["--model", str(tiny_onnx), "--input", str(inputs), "--out", str(out),
                "--chunk-size", "500", "--max-length", "32", "--quiet"]
     # A real interruption: the CLI joins this module's Ray instance as a second driver, scoring
     # slowly (batch size 1, one actor), and is SIGKILLed once parts appear.
@@ -139,7 +139,7 @@ def test_inputs_are_files_folders_or_globs_in_path_order(tmp_path):
     assert [p.name for p in ray_engine.input_files(str(tmp_path / "*.csv"), tmp_path / "out")] == ["b.csv"]
     with pytest.raises(XlcError, match="no such file or folder"):
         ray_engine.input_files(tmp_path / "missing", tmp_path / "out")
-    with pytest.raises(XlcError, match="lies in --output"):
+    with pytest.raises(XlcError, match="lies in --out"):
         ray_engine.input_files(str(tmp_path / "**" / "*.csv"), tmp_path)
 
 
@@ -195,10 +195,10 @@ def test_ray_options_need_the_ray_engine(tiny_onnx, folder, tmp_path):
     inputs, whole = folder
     runner = CliRunner()
     result = runner.invoke(main, ["score", "--model", str(tiny_onnx), "--input", str(whole),
-                                  "--output", str(tmp_path / "o.parquet"), "--workers", "2"])
+                                  "--out", str(tmp_path / "o.parquet"), "--workers", "2"])
     assert result.exit_code != 0 and "are for --engine ray" in result.output
     result = runner.invoke(main, ["score", "--model", str(tiny_onnx), "--input", str(inputs),
-                                  "--output", str(tmp_path / "o.parquet")])
+                                  "--out", str(tmp_path / "o.parquet")])
     assert result.exit_code != 0 and "folders and globs need --engine ray" in result.output
     with pytest.raises(XlcError, match="--ray-address and --workers are for --engine ray"):
         SelfTrainConfig(workers=2)

@@ -24,6 +24,12 @@ def _split(acc: float, de: float, zh: float) -> dict:
                          "zho_Hans": {"accuracy": zh, "macro_f1": zh - 0.04, "n": 30}}}
 
 
+def _health(changed: float | None, de: float, zh: float) -> dict:
+    even = {c: 1 / 7 for c in CLASSES}
+    return {"changed": changed, "confidence": {"all": (de + zh) / 2, "deu_Latn": de, "zho_Hans": zh},
+            "class_shares": {"all": even, "deu_Latn": even, "zho_Hans": even}, "labeled_shares": even}
+
+
 # report.json of a small balanced run (2 target languages, 3 rounds), as the loop writes it.
 RECORDED = {
     "created": "2026-11-25T19:00:00+00:00",
@@ -33,11 +39,12 @@ RECORDED = {
         {"round": 0, "labeled": 80, "pool": 120, "train_loss": 1.9, "dev": _split(0.50, 0.55, 0.45),
          "test": _split(0.48, 0.52, 0.44), "selected": 30,
          "selected_per_class": dict(zip(CLASSES, [5, 0, 5, 5, 5, 5, 5], strict=True)), "pseudo_precision": 0.8,
+         "health": _health(None, 0.4, 0.3),
          "timings": {"train": 1.0, "export": 2.0, "evaluate": 0.1, "score": 0.2, "select": 0.01}},
         {"round": 1, "labeled": 110, "pool": 90, "train_loss": 1.5, "dev": _split(0.60, 0.62, 0.58),
          "test": _split(0.57, 0.60, 0.54), "selected": 25,
          "selected_per_class": dict(zip(CLASSES, [5, 0, 5, 0, 5, 5, 5], strict=True)),
-         "pseudo_precision": 0.72,
+         "pseudo_precision": 0.72, "health": _health(0.25, 0.6, 0.5),
          "timings": {"train": 1.2, "export": 2.0, "evaluate": 0.1, "score": 0.2, "select": 0.01}},
         {"round": 2, "labeled": 135, "pool": 65, "train_loss": 1.3, "dev": _split(0.58, 0.6, 0.56),
          "test": _split(0.56, 0.58, 0.54), "selected": 0, "selected_per_class": {}, "pseudo_precision": None,
@@ -48,7 +55,7 @@ RECORDED = {
     "versions": {"xlc": "0.1.0"},
     "machine": {"python": "3.11"},
 }
-PLOTS = ("accuracy.png", "pseudo_precision.png", "pseudo_classes.png")
+PLOTS = ("accuracy.png", "pseudo_precision.png", "pseudo_classes.png", "health.png")
 
 
 @pytest.fixture
@@ -79,8 +86,13 @@ def test_report_command_draws_the_plots_and_links_them_from_the_markdown(recorde
     assert markdown.startswith("# xlc self-training report")
     assert "| 1 | 110 | 90 | 25 | 5 0 5 0 5 5 5 | 0.720 | 0.600 |" in markdown
     assert "| 0 | 0.520 | 0.440 |" in markdown  # test accuracy per language
+    assert "| 1 | all | 0.250 | 0.550 | 14 14 14 14 14 14 14 | 14 14 14 14 14 14 14 |" in markdown  # health
+    assert "| 1 | zho_Hans |  | 0.500 | 14 14 14 14 14 14 14 |  |" in markdown
     for name in PLOTS:
         assert f"]({name})" in markdown
+    as_json = CliRunner().invoke(main, ["report", "--json", str(recorded_run)])
+    assert json.loads(as_json.output)["written"] == [str(recorded_run / n) for n in PLOTS] + [
+        str(recorded_run / "report.md")]
 
 
 def test_render_is_repeatable_and_leaves_no_temp_files(recorded_run):
@@ -101,6 +113,7 @@ def test_a_run_without_gold_or_test_set_gets_only_the_plots_it_has_data_for(tmp_
     for r in summary["rounds"]:
         r["pseudo_precision"] = None
         r["test"] = None
+        r.pop("health", None)  # as in a report of an older xlc
         del r["dev"]["per_lang"]
     paths = report.write(tmp_path, summary)
     assert [p.name for p in paths] == ["accuracy.png", "pseudo_classes.png"]

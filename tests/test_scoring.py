@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -92,7 +93,7 @@ def test_existing_output_needs_overwrite(tiny_onnx, tmp_path):
 
 def score_command(model, source, out, *extra):
     return [sys.executable, "-m", "xlc.cli", "score", "--quiet", "--model", str(model), "--input", str(source),
-            "--output", str(out), "--chunk-size", "50", "--batch-size", "16", "--threads", "1", *extra]
+            "--out", str(out), "--chunk-size", "50", "--batch-size", "16", "--threads", "1", *extra]
 
 
 def kill_after_parts(command, parts_dir, parts: int, timeout: float = 120.0) -> None:
@@ -158,13 +159,16 @@ def test_scoring_does_not_import_torch(tiny_onnx, texts):
 def test_rerunning_a_finished_score_says_it_is_done_and_leaves_the_output(tiny_onnx, tmp_path):
     source = write_input(pl.DataFrame({"text": ["a b", "c d e", "f"]}), tmp_path / "in.csv")
     out = tmp_path / "out.parquet"
-    args = ["score", "--quiet", "--model", str(tiny_onnx), "--input", str(source), "--output", str(out)]
+    args = ["score", "--quiet", "--model", str(tiny_onnx), "--input", str(source), "--out", str(out)]
     assert CliRunner().invoke(main, args).exit_code == 0
     written, stat = out.read_bytes(), out.stat()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
-    assert f"--output {out} is already complete (3 rows" in again.output and "nothing to do" in again.output
+    assert f"--out {out} is already complete (3 rows" in again.output and "nothing to do" in again.output
     assert out.read_bytes() == written and out.stat().st_mtime_ns == stat.st_mtime_ns
-    other = CliRunner().invoke(main, [*args, "--max-length", "16"])  # another job on the same output: refused
+    as_json = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert as_json["complete"] is True and as_json["rows"] == 3 and as_json["output"] == str(out)
+    # another job on the same output (named by the older spelling --output): refused
+    other = CliRunner().invoke(main, [*args[:-2], "--output", str(out), "--max-length", "16"])
     assert other.exit_code != 0 and "exists; pass --overwrite" in other.output
     assert out.read_bytes() == written

@@ -288,8 +288,8 @@ def test_a_second_score_on_the_same_output_is_refused_naming_the_first(holder, t
     output_file = tmp_path / "scores.parquet"
     first = holder("file", lock_file(output_file))
     output = one_line_error(CliRunner().invoke(main, ["score", "--quiet", "--model", str(tiny_onnx), "--input",
-                                                      str(source), "--output", str(output_file)]))
-    assert f"--output {output_file} is in use by another xlc process (pid {first.pid})" in output
+                                                      str(source), "--out", str(output_file)]))
+    assert f"--out {output_file} is in use by another xlc process (pid {first.pid})" in output
     assert not output_file.exists() and not output_file.with_name("scores.parquet.parts").exists()
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -20,6 +20,9 @@ from xlc.config import cli_fields, cli_help, flag, resolve, show
 from xlc.errors import XlcError
 from xlc.inference import BATCH_SIZE, CHUNK_SIZE, MAX_LENGTH_HELP
 from xlc.selectors.builtin import BUILTINS
+
+if TYPE_CHECKING:
+    from xlc.rundir import RunDir
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -159,9 +162,11 @@ def _selector_options(kt: int | None, n: int | None, threshold: float | None, se
               help="Continue the interrupted run in this folder with its own settings.")
 @_config_options(after={"selector": SELECTOR_OPTIONS})
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the run's report.json, with "
+              "its paths (implies --quiet).")
 @_fail_cleanly
-def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt: int | None, n: int | None,
-              threshold: float | None, selector_opt: tuple[str, ...], selector_config: Path | None,
+def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, as_json: bool, kt: int | None,
+              n: int | None, threshold: float | None, selector_opt: tuple[str, ...], selector_config: Path | None,
               **flags: Any) -> None:
     """Self-train a classifier: fine-tune, score the pool, select, repeat.
 
@@ -172,23 +177,39 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, kt
     from xlc.progress import Bars
     from xlc.rundir import RunDir, run_lock
 
+    quiet = quiet or as_json
     _setup_logging(quiet)
     selector_options = _selector_options(kt, n, threshold, selector_opt, selector_config)
     config = resolve({k: v for k, v in flags.items() if v is not None}, config_file, resume=resume_dir,
                      selector_options=selector_options)
+    folder = RunDir(Path(config.out))
     if finished(config):  # a re-run of a finished run: said, not refused
+        if as_json:
+            _echo_run(folder, json.loads(folder.report.read_text(encoding="utf-8")), finished_before=True)
+            return
         click.echo(f"--out {config.out}: already holds this run, finished (same settings, data and model); "
                    f"nothing to do")
-        click.echo(f"report: {RunDir(Path(config.out)).report_md}")
+        click.echo(f"report: {folder.report_md}")
         return
     check_model(config)  # before the run folder is made: a bad --model leaves nothing behind
     with run_lock(Path(config.out)), Bars(quiet=quiet) as bars:
         result = run(config, progress=bars)
+    if as_json:
+        _echo_run(folder, result.report, finished_before=False)
+        return
     print_rounds(result.report)
     click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
     if note := report.best_round_note(result.report):
         click.echo(f"note: the delivered model is {note}")
     click.echo(f"report: {RunDir(result.out).report_md}")
+
+
+def _echo_run(folder: RunDir, summary: dict, finished_before: bool) -> None:
+    """`xlc selftrain --json`: report.json with where the run put its models and report."""
+    paths = {"out": folder.path, "best_model": folder.best, "final_model": folder.final, "report": folder.report,
+             "report_md": folder.report_md}
+    click.echo(json.dumps({**{k: str(v) for k, v in paths.items()}, "finished_before": finished_before,
+                           **summary}, indent=2))
 
 
 def print_rounds(summary: dict) -> None:
@@ -284,7 +305,7 @@ def list_selectors(as_json: bool) -> None:
               help="A run folder (its best model), best/, final/ or a folder from `xlc export`.")
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
               help="Texts to score (Parquet, CSV, JSONL); with --engine ray also a folder or a glob.")
-@click.option("--output", "output_path", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "--output", "output_path", type=click.Path(path_type=Path), required=True,
               help="Scores as Parquet: one file, or with --engine ray a folder of parts.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
@@ -305,8 +326,9 @@ def list_selectors(as_json: bool) -> None:
               help="Ray actors, one ONNX Runtime session each.  [default: cluster CPUs / 2]")
 @click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, help="GPUs per Ray actor.  [default: 0]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (implies --quiet).")
 @_fail_cleanly
-def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, engine: str,
+def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, as_json: bool, engine: str,
           ray_address: str | None, workers: int | None, num_gpus: float, **options: Any) -> None:
     """Score a table of texts with a trained model; resumable, in bounded memory.
 
@@ -316,6 +338,7 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
     from xlc.progress import Bars
     from xlc.scoring import ScoreJob, score_file
 
+    quiet = quiet or as_json
     _setup_logging(quiet)
     job = ScoreJob(model=model_path, input=input_path, output=output_path, **options)
     if engine == "ray":
@@ -329,9 +352,13 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
     else:
         with Bars(quiet=quiet, unit="rows") as bars:
             summary = score_file(job, progress=lambda done, total: bars("score", done, total))
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(summary), "output": str(summary.output),
+                               "rows_per_second": summary.rows_per_second}, indent=2))
+        return
     counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
     if summary.complete:
-        click.echo(f"--output {summary.output} is already complete ({summary.rows} rows scored with this model, "
+        click.echo(f"--out {summary.output} is already complete ({summary.rows} rows scored with this model, "
                    f"input and options); nothing to do (pass --overwrite to score again)")
         click.echo(f"per class: {counts}")
         return
@@ -350,8 +377,10 @@ def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, en
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic int8 quantisation).")
 @click.option("--overwrite", is_flag=True,
               help="Also replace an --out that xlc did not write, if it holds only files (they are deleted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
-def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, overwrite: bool) -> None:
+def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, overwrite: bool,
+           as_json: bool) -> None:
     """Export a trained model to ONNX (through Optimum), ready for `xlc score`.
 
     --out must be new, empty or an earlier export; a folder of other files needs --overwrite, and
@@ -370,6 +399,10 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
         onnx.optimize(out_path, optimize)
     if int8:
         onnx.quantize_int8(out_path)
+    if as_json:
+        click.echo(json.dumps({"source": str(source), "out": str(out_path), "optimize": optimize, "int8": int8,
+                               "files": sorted(p.name for p in out_path.iterdir())}, indent=2))
+        return
     click.echo(f"exported {source} to {out_path}" + (f" (optimised {optimize})" if optimize else "")
                + (" with model.int8.onnx" if int8 else ""))
 
@@ -433,8 +466,9 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], le
 
 @main.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the files written.")
 @_fail_cleanly
-def report_command(run_dir: Path) -> None:
+def report_command(run_dir: Path, as_json: bool) -> None:
     """Redraw report.md and the PNG plots of a run folder from its report.json.
 
     Plots: accuracy per round and language (dev, test), pseudo-label precision per round, and
@@ -442,7 +476,11 @@ def report_command(run_dir: Path) -> None:
     """
     from xlc.report import render
 
-    for path in render(run_dir):
+    written = render(run_dir)
+    if as_json:
+        click.echo(json.dumps({"run": str(run_dir), "written": [str(p) for p in written]}, indent=2))
+        return
+    for path in written:
         click.echo(f"wrote {path}")
 
 

@@ -18,6 +18,7 @@ from xlc.errors import XlcError
 
 ENGINES = ("local", "ray")
 TARGETS = ("hard", "soft")
+ROUND_RULES = ("auto", "dev", "last")
 MAX_SEED = 2**32 - 1
 
 
@@ -45,10 +46,13 @@ class SelfTrainConfig:
     out: str = setting("runs/xlc", "Output folder for the run (re-running on an unfinished run resumes it).")
     train: str | None = setting(None, "Labeled source-language data (CSV, Parquet, JSONL).", file=True)
     unlabeled: str | None = setting(None, "Unlabeled target-language pool.", file=True)
-    dev: str | None = setting(None, "Labeled target-language data for early stopping.", file=True)
+    dev: str | None = setting(None, "Labeled target-language data for choosing epochs and rounds (without it, "
+                              "--dev-share of --train is held out instead).", file=True)
     test: str | None = setting(None, "Labeled target-language data for the final accuracy.", file=True)
     pool_gold: str | None = setting(None, "True labels of the pool (id and label columns), for pseudo-label "
                                     "precision only; never used for training or selection.", file=True)
+    dev_share: float = setting(data.DEV_SHARE, "Without --dev: the share of each class of --train held out as "
+                                               "the dev set.")
     text_column: str = setting("text", "Column holding the text.")
     label_column: str = setting("label", "Column holding the label.")
     id_column: str | None = setting(None, "Pool column with unique ids.", none="row number")
@@ -59,6 +63,9 @@ class SelfTrainConfig:
     selector_options: Mapping[str, Any] = field(default_factory=dict)  # the CLI has its own options for them
     max_rounds: int = setting(3, "Self-training rounds after round 0.")
     patience: int = setting(1, "Stop after this many rounds without dev gain.")
+    select_round: str = setting("auto", "Which round's model to deliver: the best on dev (with patience), or "
+                                        "the last of --max-rounds; auto: dev with a target-language --dev, last "
+                                        "without one.", choices=ROUND_RULES)
     epochs: int = setting(5, "Epochs per round (the most, with --select-epoch).")
     select_epoch: bool = setting(True, "Score dev after each epoch and keep the best epoch, or train exactly "
                                        "--epochs.", off="--fixed-epochs")
@@ -97,6 +104,8 @@ class SelfTrainConfig:
         _require("train_layers", self.train_layers >= 0, ">= 0 (0 trains every layer)", self.train_layers)
         _require("seed", 0 <= self.seed <= MAX_SEED, f"between 0 and {MAX_SEED}", self.seed)
         _require("targets", self.targets in TARGETS, f"one of {', '.join(TARGETS)}", self.targets)
+        _require("select_round", self.select_round in ROUND_RULES, f"one of {', '.join(ROUND_RULES)}",
+                 self.select_round)
         _require("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}", self.engine)
         _require("workers", self.workers is None or self.workers >= 1, ">= 1", self.workers)
         if self.engine != "ray" and (self.ray_address or self.workers):
@@ -106,18 +115,26 @@ class SelfTrainConfig:
         _require("warmup", 0 <= self.warmup < 1, "in [0, 1)", self.warmup)
         if self.pool_gold and not self.unlabeled:
             raise XlcError("--pool-gold holds the true labels of an --unlabeled pool; pass --unlabeled too")
-        files = {"train": self.train, "unlabeled": self.unlabeled, "dev": self.dev}
+        _require("dev_share", 0 < self.dev_share <= 0.5, "in (0, 0.5]", self.dev_share)
+        files = {"train": self.train, "unlabeled": self.unlabeled}
         given = [k for k, v in files.items() if v]
-        if (given or self.test) and len(given) < 3:
+        if (given or self.dev or self.test) and len(given) < 2:
             missing = ", ".join(flag(k) for k in files if k not in given)
             raise XlcError(
-                f"own data needs --train, --unlabeled and --dev together; missing {missing} "
-                f"(or give none of them to run the bundled demo)"
+                f"own data needs --train and --unlabeled (--dev and --test are optional); missing {missing} "
+                f"(or give no data options to run the bundled demo)"
             )
 
     @property
     def uses_demo(self) -> bool:
         return self.train is None
+
+    @property
+    def round_rule(self) -> str:
+        """How the delivered round is chosen: "dev" (best on a target-language dev set) or "last"."""
+        if self.select_round != "auto":
+            return self.select_round
+        return "dev" if self.dev or self.uses_demo else "last"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (for TOML and JSON); None fields are left out."""

@@ -21,6 +21,8 @@ DEMO_FILE = "sib200_mldoc8.parquet"
 DEMO_SOURCE = "eng_Latn"
 DEMO_TARGETS = ("deu_Latn", "zho_Hans")
 DEMO_LANGS = ("deu_Latn", "fra_Latn", "spa_Latn", "ita_Latn", "rus_Cyrl", "jpn_Jpan", "zho_Hans")
+DEV_SHARE = 0.1
+"""Without --dev, the share of the labeled set (per class) held out as the dev set."""
 
 
 def table_format(path: Path) -> str:
@@ -148,6 +150,8 @@ class RunData:
     test: pl.DataFrame | None
     pool_gold: pl.DataFrame | None
     classes: tuple[str, ...]
+    dev_held_out: bool = False
+    """True when `dev` was held out from the labeled training set (no --dev was given)."""
 
 
 def normalise(frame: pl.DataFrame, source: str, cols: Columns, labeled: bool) -> pl.DataFrame:
@@ -204,10 +208,28 @@ def check_classes(train: pl.DataFrame, others: dict[str, pl.DataFrame]) -> tuple
     return classes
 
 
+def split_dev(train: pl.DataFrame, share: float = DEV_SHARE, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Hold out `share` of each class of `train` (at least one text of every class with two or more)
+    as a dev set, chosen at random with `seed`; both parts keep `train`'s row order."""
+    rng = np.random.default_rng(seed)
+    labels = train["label"].to_numpy()
+    held = np.zeros(train.height, dtype=bool)
+    for label in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == label)
+        n = min(len(rows) - 1, max(1, round(share * len(rows))))
+        held[rng.choice(rows, size=n, replace=False)] = True
+    mask = pl.Series(held)
+    return train.filter(~mask), train.filter(mask)
+
+
 def load_files(
-    train: Path, unlabeled: Path, dev: Path, test: Path | None, cols: Columns, pool_gold: Path | None = None
+    train: Path, unlabeled: Path, dev: Path | None, test: Path | None, cols: Columns, pool_gold: Path | None = None,
+    dev_share: float = DEV_SHARE, seed: int = 0,
 ) -> RunData:
-    """Read and check the user's files; `pool_gold` holds the pool's true labels (precision only)."""
+    """Read and check the user's files; `pool_gold` holds the pool's true labels (precision only).
+
+    Without `dev`, `dev_share` of each class of `train` is held out as the dev set (see `split_dev`).
+    """
     frames = {}
     for role, path, labeled in (("train", train, True), ("dev", dev, True), ("test", test, True),
                                  ("unlabeled", unlabeled, False)):
@@ -217,8 +239,13 @@ def load_files(
         if frame.height == 0:
             raise XlcError(f"--{role} {path}: the file has no rows")
         frames[role] = normalise(frame, f"--{role} {path}", cols, labeled)
+    if dev is None:
+        frames["train"], frames["dev"] = split_dev(frames["train"], dev_share, seed)
+        if frames["dev"].height == 0:
+            raise XlcError(f"--train {train}: too few texts to hold out a dev set ({dev_share:.0%} of each class, "
+                           f"at least one of a class with two or more); add training texts or pass --dev")
     run = _assemble(frames, {r: str(p) for r, p in
-                             (("dev", dev), ("test", test)) if p is not None})
+                             (("dev", dev), ("test", test)) if p is not None}, dev_held_out=dev is None)
     if pool_gold is not None:
         run = dataclasses.replace(run, pool_gold=read_pool_gold(Path(pool_gold), cols, frames["unlabeled"],
                                                                 run.classes))
@@ -260,10 +287,10 @@ def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Seque
     return gold
 
 
-def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str]) -> RunData:
+def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str], dev_held_out: bool = False) -> RunData:
     pool = frames["unlabeled"]
     gold = pool.select("id", "label").drop_nulls("label") if "label" in pool.columns else None
-    labeled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in frames}
+    labeled = {f"--{role} {names[role]}": frames[role] for role in ("dev", "test") if role in names}
     classes = check_classes(frames["train"], labeled)
     return RunData(
         train=frames["train"].select("text", "label", "lang"),
@@ -272,6 +299,7 @@ def _assemble(frames: dict[str, pl.DataFrame], names: dict[str, str]) -> RunData
         test=frames["test"].select("text", "label", "lang") if "test" in frames else None,
         pool_gold=gold,
         classes=classes,
+        dev_held_out=dev_held_out,
     )
 
 

@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 from xlc import data as data_mod
-from xlc import files, metrics, model, modelcard, modeldir, onnx, report, rundir, selectors
+from xlc import files, health, metrics, model, modelcard, modeldir, onnx, report, rundir, selectors
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import max_positions
@@ -80,9 +80,9 @@ class RunState:
     stale: int = 0
     stop: Stop | None = None
 
-    def observe(self, rnd: int, dev_accuracy: float) -> bool:
-        """Update the early-stopping tally; True when `rnd` is the new best."""
-        if dev_accuracy > self.best_dev:
+    def observe(self, rnd: int, dev_accuracy: float, rule: str = "dev") -> bool:
+        """Update the early-stopping tally; True when `rnd` is the new best (with rule "last": every round)."""
+        if rule == "last" or dev_accuracy > self.best_dev:
             self.best_round, self.best_dev, self.stale = rnd, dev_accuracy, 0
             return True
         self.stale += 1
@@ -125,9 +125,12 @@ def load_data(config: SelfTrainConfig) -> data_mod.RunData:
     if config.uses_demo:
         return data_mod.load_demo(config.demo_langs)
     cols = data_mod.Columns(config.text_column, config.label_column, config.id_column, config.lang_column)
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
     return data_mod.load_files(
-        Path(config.train), Path(config.unlabeled), Path(config.dev),
-        Path(config.test) if config.test else None, cols, Path(config.pool_gold) if config.pool_gold else None,
+        Path(config.train), Path(config.unlabeled), path(config.dev), path(config.test), cols,
+        path(config.pool_gold), dev_share=config.dev_share, seed=config.seed,
     )
 
 
@@ -213,7 +216,7 @@ def _replay(ctx: Context) -> RunState:
     while (folder := ctx.run.round(len(state.rounds))).closed:
         record = json.loads(folder.metrics.read_text())
         state.rounds.append(record)
-        state.observe(folder.number, record["dev"]["accuracy"])
+        state.observe(folder.number, record["dev"]["accuracy"], ctx.config.round_rule)
         state.stop = Stop(record.get("stop_code", ""), record["stop_reason"]) if record.get("stop_reason") else None
         if state.stop is None and folder.selected.is_file():
             state.take(pl.read_parquet(folder.selected))
@@ -225,6 +228,7 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
     run, last = ctx.run, len(state.rounds) - 1
     facts = report.data_facts({"train": ctx.data.train, "unlabeled": ctx.data.pool, "dev": ctx.data.dev,
                                "test": ctx.data.test})
+    facts["dev_held_out"] = ctx.data.dev_held_out
     summary = report.build(ctx.config, ctx.data.classes, state.rounds, state.best_round, stop.reason, stop.code,
                            facts)
     for number, target in ((last, run.final), (state.best_round, run.best)):
@@ -264,7 +268,11 @@ def _round(ctx: Context, state: RunState, clf: model.Classifier | None) -> model
     scorer = _export(ctx, now, clf)
     _evaluate(ctx, state, now, scorer)
     stop = _stop_before_selection(ctx.config, state, rnd)
-    selected = None if stop else _select(ctx, state, now, _score_pool(ctx, state, now, scorer))
+    selected = None
+    if stop is None:
+        scored = _score_pool(ctx, state, now, scorer)
+        now.record["health"] = _health(ctx, state, now, scored)
+        selected = _select(ctx, state, now, scored)
     if selected is not None and selected.height == 0:
         stop = Stop("nothing_selected", f"selector {ctx.config.selector!r} took no texts")
     _close(ctx, state, now, selected, stop)
@@ -328,7 +336,7 @@ def _evaluate(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> None
     evaluated = json.loads(now.folder.evaluation.read_text())
     now.timings["evaluate"] = evaluated.pop("seconds")
     now.record.update(evaluated)
-    state.observe(now.number, now.record["dev"]["accuracy"])
+    state.observe(now.number, now.record["dev"]["accuracy"], ctx.config.round_rule)
     log.info("round %d: labeled %d, dev accuracy %.4f", now.number, state.labeled.height,
              now.record["dev"]["accuracy"])
 
@@ -357,6 +365,13 @@ def _score_pool(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> pl
         return _score(ctx, scorer, state.pool, stage)
 
     return _commit_frame(now, "score", now.folder.scored, score)
+
+
+def _health(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> dict:
+    """The round's label-free signals (see `xlc.health`), against the last round's scored pool."""
+    before = ctx.run.round(now.number - 1).scored if now.number else None
+    previous = pl.read_parquet(before, columns=["id", "label"]) if before and before.is_file() else None
+    return health.signals(scored, previous, state.labeled["label"], ctx.data.classes)
 
 
 def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> pl.DataFrame:

@@ -2,7 +2,8 @@
 
 accuracy.png: dev and test accuracy per round and language; pseudo_precision.png: the share of
 correct pseudo-labels per round (with gold labels for the pool); pseudo_classes.png: the
-pseudo-labels per class each round, where a selector's drift to the majority class shows.
+pseudo-labels per class each round, where a selector's drift to the majority class shows;
+health.png: the label-free signals per round (`xlc.health`), for runs without target labels.
 `figure`, `save_png`, `colors`, `stacked_bars`, `grouped_bars` and `gaps` are the building
 blocks the benchmarks draw with too.
 """
@@ -23,6 +24,7 @@ PLOTS = {
     "accuracy.png": "accuracy per round",
     "pseudo_precision.png": "pseudo-label precision per round",
     "pseudo_classes.png": "pseudo-labels per class per round",
+    "health.png": "label-free health per round",
 }
 
 
@@ -136,6 +138,34 @@ def plot_pseudo_classes(summary: dict, path: Path) -> Path | None:
     return save_png(fig, path)
 
 
+def plot_health(summary: dict, path: Path) -> Path | None:
+    """Pool labels changed since the last round, and mean pool confidence per language, per round."""
+    rows = [r for r in summary["rounds"] if r.get("health")]
+    if not rows:
+        return None
+    fig = figure(10.5, 3.8)
+    changed_ax, confidence_ax = fig.subplots(1, 2)
+    x = [r["round"] for r in rows]
+    changed_ax.plot(x, gaps([r["health"]["changed"] for r in rows]), marker="o", lw=2, color="black")
+    changed_ax.set_ylim(bottom=0)
+    changed_ax.set_title("pool labels changed since the last round")
+    changed_ax.set_ylabel("share of pool texts")
+    keys = sorted({k for r in rows for k in r["health"]["confidence"]} - {"all"})
+    for key, color in zip(keys, colors(len(keys)), strict=True):
+        confidence_ax.plot(x, gaps([r["health"]["confidence"].get(key) for r in rows]), marker="o", ms=3,
+                           lw=1.2, color=color, label=key)
+    confidence_ax.plot(x, gaps([r["health"]["confidence"].get("all") for r in rows]), marker="o", lw=2.6,
+                       color="black", label="all")
+    confidence_ax.set_title("mean pool confidence")
+    confidence_ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    for ax in (changed_ax, confidence_ax):
+        ax.set_xticks(x)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Label-free health of the pool (no target labels needed)")
+    return save_png(fig, path)
+
+
 def stacked_bars(ax, labels: Sequence[str], series: dict[str, Sequence[float]]) -> None:
     """One bar per label, stacked by the keys of `series` (e.g. classes)."""
     bottom = [0.0] * len(labels)
@@ -165,7 +195,7 @@ def write_plots(out: Path, summary: dict) -> list[Path]:
     """Draw every plot that the report has data for into `out`; return the files written."""
     written = []
     for name, draw in (("accuracy.png", plot_accuracy), ("pseudo_precision.png", plot_pseudo_precision),
-                       ("pseudo_classes.png", plot_pseudo_classes)):
+                       ("pseudo_classes.png", plot_pseudo_classes), ("health.png", plot_health)):
         path = draw(summary, out / name)
         if path is not None:
             written.append(path)

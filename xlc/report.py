@@ -24,6 +24,11 @@ from xlc.rundir import RunDir
 
 log = logging.getLogger("xlc")
 
+ROUND_RULES = {
+    "dev": "the best dev accuracy (patience ends the run)",
+    "last": "the last round (a fixed number of rounds: a dev set held out from the labeled data cannot "
+            "tell which target-language round is best)",
+}
 COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", "dev acc",
            "dev F1", "test acc", "test F1", "train s", "export s", "score s")
 
@@ -41,6 +46,7 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "classes": list(classes),
         "rounds": rounds,
         "best_round": best_round,
+        "round_rule": config.round_rule,
         "stop_reason": stop_reason,
         "stop_code": stop_code,
         **({"data": data} if data is not None else {}),
@@ -104,6 +110,37 @@ def best_round_note(summary: dict) -> str:
     return ""
 
 
+def dev_source(summary: dict) -> str:
+    """Where the dev set that chose epochs and rounds came from."""
+    if summary.get("data", {}).get("dev_held_out"):
+        share = summary["config"].get("dev_share")
+        return (f"held out from the labeled training set ({share:.0%} of each class; no --dev given), so no "
+                f"target-language labels chose the model")
+    return "--dev" if summary["config"].get("dev") else "the demo's target-language dev set"
+
+
+def health_lines(summary: dict) -> list[str]:
+    """report.md's table of the label-free signals per round and language (rounds that scored the pool)."""
+    rows = [r for r in summary["rounds"] if r.get("health")]
+    if not rows:
+        return []
+    classes = summary["classes"]
+    lines = ["", "## Pool health (no target labels needed)", "",
+             f"Shares in % in the order {', '.join(classes)}; *changed* = pool texts whose predicted label "
+             f"changed since the last round. A run's last round does not score the pool.", "",
+             "| round | pool | changed | mean confidence | predicted shares | labeled shares |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        h = r["health"]
+        labeled = " ".join(f"{100 * h['labeled_shares'][c]:.0f}" for c in classes)
+        for key in h["confidence"]:
+            changed = _fmt(h["changed"]) if key == "all" else ""
+            predicted = " ".join(f"{100 * h['class_shares'][key][c]:.0f}" for c in classes)
+            lines.append(f"| {r['round']} | {key} | {changed} | {_fmt(h['confidence'][key])} | {predicted} | "
+                         f"{labeled if key == 'all' else ''} |")
+    return lines
+
+
 def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
     """report.md: settings, the round table, test accuracy per language, then the `plots`."""
     classes = summary["classes"]
@@ -115,6 +152,8 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         f"- best round: {summary['best_round']} (its model is in `best/`)"
         + (f"; {best_round_note(summary)}" if best_round_note(summary) else ""),
         f"- stopped: {summary['stop_reason']}",
+        f"- dev set: {dev_source(summary)}",
+        f"- delivered round chosen by: {ROUND_RULES.get(summary.get('round_rule', 'dev'))}",
         f"- per class = texts selected per class in the order: {', '.join(classes)}",
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -128,6 +167,7 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         for r in summary["rounds"]:
             per = r["test"]["per_lang"]
             lines.append(f"| {r['round']} | " + " | ".join(_fmt(per[x]["accuracy"]) for x in langs) + " |")
+    lines += health_lines(summary)
     if plots:
         lines += ["", "## Plots", ""]
         for path in plots:

@@ -148,7 +148,7 @@ def input_files(spec: Path | str, output: Path) -> list[Path]:
         raise XlcError(f"--input {text}: no table files ({kinds}) there")
     inside = [p for p in tables if output.resolve() in p.parents]
     if inside:
-        raise XlcError(f"--input {text}: {inside[0]} lies in --output {output}; keep the output "
+        raise XlcError(f"--input {text}: {inside[0]} lies in --out {output}; keep the output "
                        f"folder out of the input")
     return tables
 

@@ -36,7 +36,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     with ExitStack() as stack:
         try:
             job.output.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(files.locked(shared.lock_file(job.output), f"--output {job.output}"))
+            stack.enter_context(files.locked(shared.lock_file(job.output), f"--out {job.output}"))
         except OSError as exc:
             raise files.write_error(job.output, exc) from None
         wanted = job.fingerprint(model_dir, [Path(job.input)], ENGINE, chunk_size=job.chunk_size)
@@ -81,7 +81,7 @@ FINISHED_KEY = "xlc.score"
 
 
 def _already_scored(job: ScoreJob, wanted: dict) -> bool:
-    """Whether --output is a finished output of this very job (same model, input and options)."""
+    """Whether --out is a finished output of this very job (same model, input and options)."""
     if job.overwrite or not job.output.is_file():
         return False
     try:
@@ -93,11 +93,11 @@ def _already_scored(job: ScoreJob, wanted: dict) -> bool:
 
 def _check_output(job: ScoreJob) -> None:
     if job.output.exists() and not job.overwrite:
-        raise XlcError(f"--output {job.output} exists; pass --overwrite to replace it")
+        raise XlcError(f"--out {job.output} exists; pass --overwrite to replace it")
     if job.output.is_dir():
-        raise XlcError(f"--output {job.output} is a folder; name a *.parquet file")
+        raise XlcError(f"--out {job.output} is a folder; name a *.parquet file")
     if job.output.suffix.lower() not in (".parquet", ".pq"):
-        raise XlcError(f"--output {job.output}: scores are written as Parquet; name it *.parquet")
+        raise XlcError(f"--out {job.output}: scores are written as Parquet; name it *.parquet")
 
 
 def _prepare_parts(job: ScoreJob, wanted: dict) -> Path:
@@ -112,7 +112,7 @@ def _prepare_parts(job: ScoreJob, wanted: dict) -> Path:
         return parts
     _check_output(job)
     if parts.exists() and not (parts.is_dir() and (files.is_marked(parts) or manifest.is_file())):
-        raise XlcError(f"{parts}: is in the way of the parts of --output {job.output} and was not written by "
+        raise XlcError(f"{parts}: is in the way of the parts of --out {job.output} and was not written by "
                        f"xlc; move it or choose another output name")
     try:
         shutil.rmtree(parts, ignore_errors=True)

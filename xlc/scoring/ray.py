@@ -237,15 +237,15 @@ def prepare_output(job: ScoreJob, wanted: dict) -> Path:
     """Create the output folder, or check that it holds an unfinished run of this same job."""
     out = Path(job.output)
     if out.exists() and not out.is_dir():
-        raise XlcError(f"--output {out}: exists and is not a folder; --engine ray writes a folder of parts")
+        raise XlcError(f"--out {out}: exists and is not a folder; --engine ray writes a folder of parts")
     manifest = out / MANIFEST
     if out.is_dir() and any(out.iterdir()):
         if not manifest.is_file():
-            raise XlcError(f"--output {out}: a folder that xlc did not write; choose a new or empty folder")
+            raise XlcError(f"--out {out}: a folder that xlc did not write; choose a new or empty folder")
         if job.overwrite:
             shutil.rmtree(out)
         elif (out / DONE).exists():
-            raise XlcError(f"--output {out} holds a finished run; pass --overwrite to replace it")
+            raise XlcError(f"--out {out} holds a finished run; pass --overwrite to replace it")
         else:
             shared.check_resumable(manifest, wanted, out)
             for tmp in out.glob(files.temp_path(out / "part-*").name):  # a write cut short by a kill
@@ -277,7 +277,7 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     with ExitStack() as stack:
         try:  # `.OUTPUT.lock` beside the output folder: one process at a time writes it
             output.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(files.locked(shared.lock_file(output), f"--output {output}"))
+            stack.enter_context(files.locked(shared.lock_file(output), f"--out {output}"))
         except OSError as exc:
             raise files.write_error(output, exc) from None
         out = prepare_output(job, fingerprint(job, model_dir, paths))

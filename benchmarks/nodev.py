@@ -1,0 +1,224 @@
+"""Which model to deliver when there are no target-language labels: measure the rules.
+
+A user without labeled target-language data cannot pick epochs or rounds on a target dev set.
+This benchmark trains as `xlc selftrain` does without `--dev`: a stratified share of the English
+training set is held out as the dev set (`--dev-share`, xlc's default), epochs are chosen on it,
+and every round is kept. The target labels, which such a user lacks, are used only to grade the
+rules afterwards. Per data set and seed it runs round 0 (English only), the paper's `balanced`
+loop for `--rounds` rounds (warm start, Kt per class) and one round of soft self-distillation
+(a fresh student on the English gold and the whole pool with round 0's probabilities as
+targets), and records after every round: the target test predictions, the English dev and the
+target dev accuracy, and label-free pool signals (share of pool labels changed since the last
+round, mean confidence, distance of the predicted class shares from the English ones).
+
+The rules, each choosing one round per run:
+- round0: never self-train (zero-shot);
+- last: a fixed number of rounds, the last one delivered;
+- english-dev: the best round on the held-out English dev set (earliest on ties);
+- stable: the first round whose pool labels changed by less than `--stable` since the round
+  before, else the last (label-free);
+- target-dev: the best round on the target dev set: what a user with target labels gets (reference);
+- oracle: the best round on the target test set (an upper bound no rule can reach).
+
+Like benchmarks/methods.py, models train their top `--train-layers` layers on cached
+lower-layer features, so the screen fits a CPU.
+
+    python benchmarks/nodev.py --out benchmarks/results/nodev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from methods import DATA, SETS, Screen, balanced, bootstrap  # noqa: E402
+
+from xlc import data as data_mod  # noqa: E402
+from xlc import model  # noqa: E402
+
+log = logging.getLogger("nodev")
+RULES = ("round0", "last", "english-dev", "stable", "target-dev", "oracle")
+
+
+class NoDevScreen(Screen):
+    """A method screen whose epochs are chosen on an English dev split held out from the training set."""
+
+    def __init__(self, spec, args: argparse.Namespace) -> None:
+        super().__init__(spec, args)
+        train, endev = data_mod.split_dev(self.parts["train"], args.dev_share, seed=0)
+        self.parts["train"], self.parts["endev"] = train, endev
+
+    def train(self, clf: model.Classifier, texts: list[str], labels: np.ndarray, seed: int,
+              epochs: int, max_steps: int | None = None) -> model.TrainResult:
+        if self.lower:
+            self.lower.clf = clf
+        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps),
+                               dev=(self.parts["endev"]["text"].to_list(), self.y("endev")), lower=self.lower)
+
+    def observe(self, clf: model.Classifier, steps: int) -> dict:
+        """What a round leaves: test predictions, both dev accuracies, the pool's probabilities."""
+        acc = {role: float(np.mean(self.probs(clf, role).argmax(1) == self.y(role))) for role in ("endev", "dev")}
+        return {"steps": steps, "test_pred": self.probs(clf, "test").argmax(1).tolist(),
+                "endev_accuracy": acc["endev"], "dev_accuracy": acc["dev"], "pool_probs": self.probs(clf, "pool")}
+
+    def run_seed(self, seed: int) -> dict:
+        a, en = self.args, self.parts["train"]
+        en_texts, en_y = en["text"].to_list(), self.y("train")
+        pool_texts = self.parts["pool"]["text"].to_list()
+        clock = time.perf_counter()
+        teacher = self.fresh()
+        r0 = self.train(teacher, en_texts, en_y, seed, a.epochs)
+        first = self.observe(teacher, r0.steps)
+        runs = {"balanced": [first], "soft": [first]}
+        remaining = np.ones(len(pool_texts), dtype=bool)
+        pools = [remaining.copy()]
+        clf, labeled_t, labeled_y, probs = teacher, list(en_texts), list(en_y), first["pool_probs"]
+        for rnd in range(1, a.rounds + 1):
+            chosen = balanced(probs, remaining, self.spec.kt)
+            remaining[chosen] = False
+            labeled_t += [pool_texts[i] for i in chosen]
+            labeled_y += [int(probs[i].argmax()) for i in chosen]
+            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, a.epochs)
+            runs["balanced"].append(self.observe(clf, runs["balanced"][-1]["steps"] + res.steps))
+            pools.append(remaining.copy())
+            probs = runs["balanced"][-1]["pool_probs"]
+        student = self.fresh()
+        labels = np.concatenate([np.eye(len(self.classes))[en_y], first["pool_probs"]]).astype(np.float32)
+        res = self.train(student, en_texts + pool_texts, labels, seed + 100, a.distill_epochs)
+        runs["soft"].append(self.observe(student, r0.steps + res.steps))
+        shares = np.bincount(en_y, minlength=len(self.classes)) / len(en_y)
+        for name, rounds in runs.items():
+            masks = pools if name == "balanced" else [pools[0], pools[0]]
+            runs[name] = [_signals(r, prev, mask, shares) for r, prev, mask in
+                          zip(rounds, [None, *rounds[:-1]], masks, strict=True)]
+        log.info("%s seed %d done in %.0f s", self.spec.name, seed, time.perf_counter() - clock)
+        return runs
+
+
+def _signals(now: dict, before: dict | None, pool: np.ndarray, shares: np.ndarray) -> dict:
+    """A round's record with its label-free pool signals, measured on the texts still in the pool."""
+    probs = now["pool_probs"][pool]
+    pred = probs.argmax(1)
+    found = np.bincount(pred, minlength=probs.shape[1]) / max(1, len(pred))
+    out = {k: v for k, v in now.items() if k != "pool_probs"}
+    out["changed"] = None if before is None else float(np.mean(before["pool_probs"][pool].argmax(1) != pred))
+    out["confidence"] = float(probs.max(1).mean())
+    out["share_distance"] = float(0.5 * np.abs(found - shares).sum())  # total variation from English's shares
+    return out
+
+
+def choose(rule: str, rounds: list[dict], gold: np.ndarray, stable: float) -> int:
+    """The round `rule` delivers."""
+    if rule == "round0":
+        return 0
+    if rule == "last":
+        return len(rounds) - 1
+    if rule == "stable":
+        return next((i for i, r in enumerate(rounds) if i and r["changed"] < stable), len(rounds) - 1)
+    key = {"english-dev": lambda r: r["endev_accuracy"], "target-dev": lambda r: r["dev_accuracy"],
+           "oracle": lambda r: float(np.mean(np.array(r["test_pred"]) == gold))}[rule]
+    return max(range(len(rounds)), key=lambda i: (key(rounds[i]), -i))
+
+
+def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict:
+    gold = screen.y("test")
+    out: dict = {"sizes": {k: v.height for k, v in screen.parts.items()}, "methods": {}}
+    for method in next(iter(runs.values())):
+        per_rule, picks = {}, {}
+        for rule in RULES:
+            chosen = [choose(rule, runs[s][method], gold, stable) for s in runs]
+            picks[rule] = [np.array(runs[s][method][i]["test_pred"]) for s, i in zip(runs, chosen, strict=True)]
+            per_rule[rule] = {"rounds": chosen, "accuracy": [100 * float(np.mean(p == gold)) for p in picks[rule]]}
+            per_rule[rule]["mean"] = float(np.mean(per_rule[rule]["accuracy"]))
+        out["methods"][method] = {
+            "rules": per_rule,
+            "rounds": {s: [{k: v for k, v in r.items() if k != "test_pred"}
+                           | {"test_accuracy": 100 * float(np.mean(np.array(r["test_pred"]) == gold))}
+                           for r in runs[s][method]] for s in runs},
+            "bootstrap": {f"{rule} - round0": bootstrap(gold, picks[rule], picks["round0"])
+                          for rule in RULES if rule != "round0"},
+        }
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Model selection without target labels", "",
+             f"- command: `{result['command']}`", f"- settings: {json.dumps(result['settings'])}",
+             f"- wall time: {result['minutes']:.1f} min on {result['machine']}", "",
+             "Target test accuracy (%) of the round each rule delivers, mean over seeds (rounds chosen per "
+             "seed in brackets); paired bootstrap difference to round 0 in points, 95% interval.", ""]
+    for name, ds in result["datasets"].items():
+        lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
+        for method, m in ds["methods"].items():
+            lines += [f"### {method}", "", "| rule | accuracy | rounds | − round0 | 95% CI |", "|---|---|---|---|---|"]
+            for rule, v in m["rules"].items():
+                b = m["bootstrap"].get(f"{rule} - round0")
+                diff = f"{b['diff']:+.1f} | [{b['low']:+.1f}, {b['high']:+.1f}]" if b else "| "
+                lines.append(f"| {rule} | {v['mean']:.1f} | {v['rounds']} | {diff} |")
+            lines += ["", "| seed | round | test acc | target dev | English dev | changed | confidence | "
+                          "share distance |", "|---|---|---|---|---|---|---|---|"]
+            for seed, rounds in m["rounds"].items():
+                for i, r in enumerate(rounds):
+                    changed = "-" if r["changed"] is None else f"{100 * r['changed']:.1f}%"
+                    lines.append(f"| {seed} | {i} | {r['test_accuracy']:.1f} | {100 * r['dev_accuracy']:.1f} | "
+                                 f"{100 * r['endev_accuracy']:.1f} | {changed} | {r['confidence']:.3f} | "
+                                 f"{r['share_distance']:.3f} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/nodev"))
+    p.add_argument("--data", type=Path, default=DATA, help="the shared data sets' folder")
+    p.add_argument("--sets", default="en2zh_sentiment,sib200_mldoc8,xlm_t_sentiment")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--model", default="multilingual-e5-small")
+    p.add_argument("--train-layers", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--distill-epochs", type=int, default=2)
+    p.add_argument("--epoch-patience", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--pool", type=int, default=800, help="pool texts per target language, at most")
+    p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
+    p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--device", default="cpu", choices=model.DEVICES)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    skip = ("out", "threads", "device", "data")
+    result: dict = {"command": "python benchmarks/nodev.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip),
+        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("threads", "data")}, "datasets": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for spec in (s for name in args.sets.split(",") for s in SETS if s.name == name):
+        screen = NoDevScreen(spec.__class__(**{**spec.__dict__, "pool": args.pool}), args)
+        runs = {}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            runs[seed] = screen.run_seed(seed)
+            result["datasets"][spec.name] = summarise(screen, runs, args.stable)
+            result["minutes"] = (time.perf_counter() - start) / 60
+            result["machine"] = (torch.cuda.get_device_name() if screen.device.type == "cuda"
+                                 else f"{torch.get_num_threads()} torch threads")
+            args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+            args.out.with_suffix(".md").write_text(markdown(result))
+        del screen
+    log.info("done in %.1f min", (time.perf_counter() - start) / 60)
+
+
+if __name__ == "__main__":
+    main()
