@@ -56,7 +56,7 @@ def test_best_and_final_carry_a_card_with_the_runs_facts(run, tiny_model):
         fra = test["per_lang"]["fra_Latn"]
         assert f"| test | fra_Latn | 12 | {fra['accuracy']:.3f} | {fra['macro_f1']:.3f} |" in card
         assert 'xlc.load("THIS_FOLDER")' in card and "ORTModelForSequenceClassification" in card
-        assert 'key_mapping={r"^encoder\\.": ""}, add_pooling_layer=False' in card
+        assert "from_pretrained(\"THIS_FOLDER\", trust_remote_code=True)" in card
     assert "(the best on dev" in (run / "best" / CARD_FILE).read_text()
     assert "the last)" in (run / "final" / CARD_FILE).read_text()
 
@@ -66,7 +66,7 @@ def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
     assert result.exit_code == 0, result.output
     card = (tmp_path / "exported" / CARD_FILE).read_text()
     assert card.startswith(MARK) and "- Selector: `throttling` with n=5" in card
-    assert "holds the ONNX model only" in card and "key_mapping" not in card
+    assert "holds the ONNX model only" in card and "trust_remote_code" not in card
     again = CliRunner().invoke(main, ["export", "--json", "--model", str(run), "--out", str(tmp_path / "json")])
     assert again.exit_code == 0, again.output
     facts = json.loads(again.output)
@@ -74,24 +74,19 @@ def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
 
 
 def test_what_the_card_says_loads_does_load_with_the_same_predictions(run):
-    """The fine-tuned encoder through AutoModel with the key mapping; model.onnx through an Optimum pipeline."""
+    """The PyTorch weights through Transformers' Auto class and pipeline; model.onnx through Optimum."""
     from optimum.onnxruntime import ORTModelForSequenceClassification
-    from transformers import AutoModel, AutoTokenizer, pipeline
-
-    from xlc import model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     best = run / "best"
     clf = xlc.load(best)
-    encoder, info = AutoModel.from_pretrained(best, key_mapping={r"^encoder\.": ""}, add_pooling_layer=False,
-                                              output_loading_info=True)
-    assert info["missing_keys"] == [] and sorted(info["unexpected_keys"]) == ["classifier.bias", "classifier.weight"]
-    ours = model.load(best).model.encoder.state_dict()
-    assert all(np.array_equal(value.numpy(), ours[key].numpy()) for key, value in encoder.state_dict().items())
-    classify = pipeline("text-classification", model=ORTModelForSequenceClassification.from_pretrained(best),
-                        tokenizer=AutoTokenizer.from_pretrained(best))
-    found = classify(TEXTS, truncation=True, max_length=32, top_k=None)
-    probs = np.array([[next(d["score"] for d in row if d["label"] == c) for c in clf.classes_] for row in found])
-    assert np.allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    for model in (AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=True),
+                  ORTModelForSequenceClassification.from_pretrained(best)):
+        classify = pipeline("text-classification", model=model, tokenizer=tokenizer)
+        found = classify(TEXTS, truncation=True, max_length=32, top_k=None)
+        probs = np.array([[next(d["score"] for d in row if d["label"] == c) for c in clf.classes_] for row in found])
+        assert np.allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
 
 
 def test_a_readme_that_xlc_did_not_write_is_never_replaced(tmp_path):

@@ -60,7 +60,7 @@ def test_selftrain_without_dev_chooses_on_held_out_labeled_texts(tiny_model, sma
         "selftrain", "--quiet", "--model", str(tiny_model), "--out", str(out),
         "--train", str(small_files["train"]), "--unlabeled", str(small_files["unlabeled"]),
         "--test", str(small_files["test"]), "--kt", "2", "--epochs", "1", "--batch-size", "16",
-        "--max-length", "32", "--max-rounds", "2", "--patience", "5", "--json",
+        "--max-length", "32", "--max-rounds", "2", "--patience", "5", "--json", "--text-prefix", "passage: ",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)  # --json: report.json and the run's paths
@@ -72,6 +72,7 @@ def test_selftrain_without_dev_chooses_on_held_out_labeled_texts(tiny_model, sma
     assert summary["data"]["sizes"]["train"] == 80 - held
     assert summary["rounds"][0]["labeled"] == 80 - held  # the held-out texts never train
     assert summary["data"]["languages"]["dev"] == ["eng_Latn"]
+    assert json.loads((out / "best" / "xlc.json").read_text())["text_prefix"] == "passage: "
     assert summary["round_rule"] == "last" and summary["best_round"] == 2  # the last round is delivered
     assert summary["stop_code"] == "max_rounds"  # patience does not apply: the run goes to --max-rounds
     markdown = (out / "report.md").read_text()

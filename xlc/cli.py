@@ -392,8 +392,7 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
     files.check_replaceable(out_path, "--out", overwrite, "export")  # before anything is loaded or written
     source = rundir.find_checkpoint(model_path)
     clf = model.load(source)
-    card = modelcard.for_source(source, modeldir.read_meta(source), weights=False,
-                                model_type=clf.model.config.model_type)
+    card = modelcard.for_source(source, modeldir.read_meta(source), weights=False)
     onnx.export(clf, out_path, kind="export", overwrite=overwrite, card=card)
     if optimize:
         onnx.optimize(out_path, optimize)

@@ -233,8 +233,7 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
                            facts)
     for number, target in ((last, run.final), (state.best_round, run.best)):
         source = run.round(number)
-        card = modelcard.render(modeldir.read_meta(source.model), summary, number,
-                                model_type=_model_type(source.model))
+        card = modelcard.render(modeldir.read_meta(source.model), summary, number)
         rundir.publish(source, target, card)
     rundir.prune(run, keep={state.best_round, last})
     pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
@@ -245,14 +244,6 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
         best_round=state.best_round, best_model=run.best, final_model=run.final,
         stop_reason=stop.reason, report=summary, stop_code=stop.code,
     )
-
-
-def _model_type(folder: Path) -> str | None:
-    """The encoder type in `folder`'s config.json, for the model card's loading code."""
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 # ---- one round: its phases, each reusing its committed output ------------------------------------
@@ -307,7 +298,7 @@ def _train(ctx: Context, state: RunState, now: Round, clf: model.Classifier | No
 def _student(ctx: Context, rnd: int, clf: model.Classifier | None) -> model.Classifier:
     """The model round `rnd` fine-tunes: the base encoder, or (warm start) the last round's model."""
     if not ctx.config.warm_start or rnd == 0:  # --from-base: every round's student starts afresh
-        return model.from_base(ctx.config.model, ctx.data.classes)
+        return model.from_base(ctx.config.model, ctx.data.classes, ctx.config.text_prefix)
     if clf is None:  # resuming: continue from the previous round's weights
         return model.load(ctx.run.round(rnd - 1).model)
     return clf

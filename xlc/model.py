@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,51 +25,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from xlc import default_model
 from xlc.config import DEFAULTS, SelfTrainConfig
-from xlc.errors import XlcError
+from xlc.errors import XlcError, first_line
+from xlc import modeling_xlc
 from xlc.modeldir import META_FILE, read_meta, write_meta
+from xlc.modeling_xlc import XlcForSequenceClassification
 
 log = logging.getLogger(__name__)
 
 
-class MeanPoolClassifier(PreTrainedModel):
-    """Encoder + mean pooling over real tokens + dropout + linear head."""
-
-    config_class = PretrainedConfig
-    base_model_prefix = "encoder"
-
-    def __init__(self, config: PretrainedConfig, encoder: PreTrainedModel | None = None):
-        super().__init__(config)
-        self.encoder = encoder if encoder is not None else _encoder_from_config(config)
-        self.dropout = nn.Dropout(getattr(config, "hidden_dropout_prob", 0.1))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init() if encoder is None else self._init_weights(self.classifier)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
-        elif hasattr(self, "encoder"):
-            self.encoder._init_weights(module)
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
-        return self.classify(hidden, attention_mask, labels)
-
-    def classify(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
-                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """Mean-pool the encoder's last hidden states over real tokens, then the head."""
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        logits = self.classifier(self.dropout(pooled))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+class MeanPoolClassifier(XlcForSequenceClassification):
+    """Encoder + mean pooling over real tokens + dropout + linear head (see `xlc.modeling_xlc`),
+    and the top layers alone on cached features for --train-layers."""
 
     def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
               labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
@@ -89,12 +63,6 @@ def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def _encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
-    try:
-        return AutoModel.from_config(config, add_pooling_layer=False)
-    except TypeError:  # encoders without a pooler take no such argument
-        return AutoModel.from_config(config)
-
 
 @dataclass(frozen=True)
 class Classifier:
@@ -113,6 +81,20 @@ class Classifier:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         write_meta(path, self.classes, self.text_prefix, self.max_length)
+        remote_code(path)
+
+
+REMOTE_CLASS = f"{XlcForSequenceClassification.__module__.rsplit('.', 1)[-1]}.{XlcForSequenceClassification.__name__}"
+
+
+def remote_code(path: Path) -> None:
+    """Make a saved folder loadable by Transformers' Auto classes: modeling_xlc.py and an auto_map."""
+    shutil.copyfile(modeling_xlc.__file__, path / "modeling_xlc.py")
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["architectures"] = [XlcForSequenceClassification.__name__]
+    config["auto_map"] = {"AutoModelForSequenceClassification": REMOTE_CLASS}
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _quiet_transformers() -> None:
@@ -120,18 +102,49 @@ def _quiet_transformers() -> None:
 
 
 def resolve_base(model: str) -> tuple[Path, str]:
-    """Map a model argument to a local folder and its text prefix."""
+    """Map a model argument to a local folder and its text prefix: the default model, a local
+    folder, or a Hugging Face id (`org/name`) from the Hugging Face cache (downloaded when online)."""
     if model == default_model.NAME:
         return default_model.ensure_converted(), default_model.TEXT_PREFIX
     path = Path(model)
-    fix = f"pass a folder such as a saved xlm-roberta-base, or {default_model.NAME!r}"
+    fix = f"pass a folder such as a saved xlm-roberta-base, a Hugging Face id, or {default_model.NAME!r}"
+    if not path.exists() and HUB_ID.fullmatch(model):
+        path = from_hub(model)
     if not path.exists():
         raise XlcError(f"--model {model!r}: no such folder; {fix}")
     if not path.is_dir():
         raise XlcError(f"--model {model!r}: a file, not a model folder; {fix}")
     if not (path / "config.json").is_file():
         raise XlcError(f"--model {model!r}: not a local Hugging Face model folder (no config.json in {path}); {fix}")
-    return path, ""
+    return path, default_prefix(model)
+
+
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
+"""What xlc takes of a Hugging Face repository: config, tokenizer, safetensors weights (no other formats)."""
+
+
+def from_hub(model_id: str) -> Path:
+    """The local snapshot of a Hugging Face model: from the cache, else downloaded (unless offline)."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=list(HUB_FILES), local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or cached incompletely): try the network
+        pass
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=list(HUB_FILES)))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated repository, ...
+        reason = first_line(exc) or type(exc).__name__
+        raise XlcError(f"--model {model_id!r}: not a local folder, not in the Hugging Face cache "
+                       f"({constants.HF_HUB_CACHE}), and the download failed ({reason}); download it where there "
+                       f"is internet (huggingface-cli download {model_id}) and copy the cache here, or pass the "
+                       f"model's folder") from None
+
+
+def default_prefix(model: str) -> str:
+    """The text prefix an encoder expects: "query: " for E5 models (by name), else none."""
+    return default_model.TEXT_PREFIX if "e5" in Path(model).name.lower().replace("_", "-").split("-") else ""
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
@@ -204,10 +217,14 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path)
 
 
-def from_base(model: str, classes: Sequence[str]) -> Classifier:
-    """A new classifier on a pretrained encoder (default or local folder), head untrained."""
+def from_base(model: str, classes: Sequence[str], text_prefix: str | None = None) -> Classifier:
+    """A new classifier on a pretrained encoder (see `resolve_base`), head untrained.
+
+    `text_prefix` goes before every text; None: what the model expects (`default_prefix`).
+    """
     _quiet_transformers()
     path, prefix = resolve_base(model)
+    prefix = prefix if text_prefix is None else text_prefix
     if (path / META_FILE).is_file():  # an xlc model: keep its head if the classes agree
         clf = load(path)
         if tuple(clf.classes) == tuple(classes):

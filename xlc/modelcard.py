@@ -20,18 +20,16 @@ log = logging.getLogger(__name__)
 CARD_FILE = "README.md"
 MARK = "<!-- model card written by xlc; xlc rewrites this file -->"
 """The first line of every card: a README.md without it is the user's and is never replaced."""
-POOLER_TYPES = ("bert", "xlm-roberta", "roberta")
 """Encoder types whose AutoModel takes `add_pooling_layer` (as `model._pooler_kwargs`)."""
 
 
 def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, round_number: int | None = None,
-           *, weights: bool = True, model_type: str | None = None) -> str:
+           *, weights: bool = True) -> str:
     """The card, in Markdown.
 
     `meta`: the folder's xlc.json; `report`: the run's report.json, or None for a model whose run
     is unknown; `round_number`: the round whose model the folder holds; `weights`: the folder holds
-    the PyTorch weights (best/, final/) besides model.onnx, else ONNX only (`xlc export`);
-    `model_type`: the encoder's config.json model_type.
+    the PyTorch weights (best/, final/) besides model.onnx, else ONNX only (`xlc export`).
     """
     classes = list(meta["classes"])
     prefix, max_length = meta.get("text_prefix", ""), meta.get("max_length")
@@ -80,7 +78,7 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
             lines.append(f"- Settings: {settings} (all of them: the run's config.toml)")
     lines += ["", "## Metrics", ""]
     lines += _metrics(record) if record is not None else ["Unknown: no run report for this model."]
-    lines += ["", "## How to load", ""] + _loading(prefix, max_length, weights, model_type)
+    lines += ["", "## How to load", ""] + _loading(prefix, max_length, weights)
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +108,7 @@ def _metrics(record: Mapping[str, Any]) -> list[str]:
             "| split | language | texts | accuracy | macro-F1 |", "|---|---|---|---|---|", *rows]
 
 
-def _loading(prefix: str, max_length: int | None, weights: bool, model_type: str | None) -> list[str]:
+def _loading(prefix: str, max_length: int | None, weights: bool) -> list[str]:
     length = max_length or 128
     texts = f'["{prefix}Tolles Hotel!"]' if prefix else '["Tolles Hotel!"]'
     lines = [
@@ -130,21 +128,20 @@ def _loading(prefix: str, max_length: int | None, weights: bool, model_type: str
     if not weights:
         return lines + ["This folder holds the ONNX model only; the PyTorch weights are in the run's `best/` "
                         "or `final/` folder."]
-    pooler = ", add_pooling_layer=False" if model_type in POOLER_TYPES else ""
     return lines + [
-        "The PyTorch weights (`model.safetensors`) hold the encoder under `encoder.` and the linear head "
-        "under `classifier.`; the classifier is the encoder, mean pooling over real tokens and that head. "
-        "`xlc.model.load` rebuilds it (needs torch). Transformers' `AutoModelForSequenceClassification` "
-        "cannot load it, and a plain `AutoModel.from_pretrained(\"THIS_FOLDER\")` returns a *randomly "
-        "initialised* encoder (with only a warning), since the key names differ. The fine-tuned encoder "
-        "loads with a key mapping:", "",
+        "The PyTorch weights (`model.safetensors`) load with Transformers' own Auto classes: the folder "
+        "carries the model's code (`modeling_xlc.py`: the encoder, mean pooling over real tokens and a "
+        "linear head), which Transformers runs when you pass `trust_remote_code=True`"
+        + (f"; put the prefix {_code(prefix)} before each text yourself" if prefix else "") + ":", "",
         "```python",
-        "from transformers import AutoModel",
-        f'encoder = AutoModel.from_pretrained("THIS_FOLDER", key_mapping={{r"^encoder\\.": ""}}{pooler})',
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
+        'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER", trust_remote_code=True)',
+        'classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained("THIS_FOLDER"))',
+        f"classify({texts}, truncation=True, max_length={length}, top_k=None)",
         "```"]
 
 
-def for_source(source: Path, meta: Mapping[str, Any], *, weights: bool, model_type: str | None) -> str:
+def for_source(source: Path, meta: Mapping[str, Any], *, weights: bool) -> str:
     """The card of a model made from `source`: with its run when `source` is a run's best/ or final/."""
     report, round_number = None, None
     path = Path(source) / ".." / "report.json"
@@ -155,7 +152,7 @@ def for_source(source: Path, meta: Mapping[str, Any], *, weights: bool, model_ty
             report = found
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             log.warning("%s: not a readable run report; the model card leaves out the run", path)
-    return render(meta, report, round_number, weights=weights, model_type=model_type)
+    return render(meta, report, round_number, weights=weights)
 
 
 def write(folder: Path, text: str) -> None:

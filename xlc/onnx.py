@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -50,11 +51,18 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
         onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
         config.save_pretrained(tmp)
+        _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         clf.tokenizer.save_pretrained(tmp)
         write_meta(tmp, clf.classes, clf.text_prefix, clf.max_length)
         if card is not None:
             modelcard.write(tmp, card)
     return out
+
+
+def _drop_remote_code(config_file: Path) -> None:
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.pop("auto_map", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def optimize(model_dir: Path, level: str) -> None:
