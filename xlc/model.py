@@ -29,10 +29,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
-from xlc import default_model
+from xlc import default_model, modeling_xlc
 from xlc.config import DEFAULTS, SelfTrainConfig
 from xlc.errors import XlcError, first_line
-from xlc import modeling_xlc
 from xlc.modeldir import META_FILE, read_meta, write_meta
 from xlc.modeling_xlc import XlcForSequenceClassification
 

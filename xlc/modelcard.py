@@ -136,7 +136,8 @@ def _loading(prefix: str, max_length: int | None, weights: bool) -> list[str]:
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
         'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER", trust_remote_code=True)',
-        'classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained("THIS_FOLDER"))',
+        'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+        'classify = pipeline("text-classification", model=model, tokenizer=tokenizer)',
         f"classify({texts}, truncation=True, max_length={length}, top_k=None)",
         "```"]
 
