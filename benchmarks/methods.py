@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from xlc import model
+from xlc import model, stats
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 log = logging.getLogger("methods")
@@ -210,12 +210,10 @@ def balanced(probs: np.ndarray, remaining: np.ndarray, kt: int) -> np.ndarray:
 
 def bootstrap(gold: np.ndarray, a: list[np.ndarray], b: list[np.ndarray], resamples: int = 2000) -> dict:
     """Paired bootstrap over test items, seeds pooled: mean accuracy difference a - b, 95% interval."""
-    rng = np.random.default_rng(0)
     diff = np.stack([(x == gold).astype(float) - (y == gold).astype(float) for x, y in zip(a, b, strict=True)])
-    n = gold.shape[0]
-    means = [diff[:, rng.integers(0, n, n)].mean() for _ in range(resamples)]
-    return {"diff": 100 * float(diff.mean()), "low": 100 * float(np.percentile(means, 2.5)),
-            "high": 100 * float(np.percentile(means, 97.5)), "items": int(n)}
+    found = stats.paired_bootstrap(diff.mean(axis=0), resamples)
+    return {"diff": 100 * found["diff"], "low": 100 * found["low"], "high": 100 * found["high"],
+            "items": found["items"]}
 
 
 def summarise(screen: Screen, runs: dict[int, dict]) -> dict:

@@ -464,23 +464,47 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], le
 
 
 @main.command("report")
-@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the files written.")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]",
+                type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_fail_cleanly
-def report_command(run_dir: Path, as_json: bool) -> None:
-    """Redraw report.md and the PNG plots of a run folder from its report.json.
+def report_command(run_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Redraw a run's report.md and plots from its report.json, or compare several runs.
 
-    Plots: accuracy per round and language (dev, test), pseudo-label precision per round, and
-    the class distribution of the pseudo-labels added each round.
+    One run: plots of accuracy per round and language (dev, test), pseudo-label precision and
+    classes per round, and pool health. Several runs: each against the first, accuracy per round,
+    pseudo-labels per class and, where they scored the same test set, the accuracy difference of
+    the delivered models with a 95% paired bootstrap interval over the test texts.
     """
+    if len(run_dirs) > 1:
+        _compare(run_dirs, as_json)
+        return
     from xlc.report import render
 
-    written = render(run_dir)
+    written = render(run_dirs[0])
     if as_json:
-        click.echo(json.dumps({"run": str(run_dir), "written": [str(p) for p in written]}, indent=2))
+        click.echo(json.dumps({"run": str(run_dirs[0]), "written": [str(p) for p in written]}, indent=2))
         return
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def _compare(run_dirs: Sequence[Path], as_json: bool) -> None:
+    from xlc import compare
+
+    result = compare.compare(run_dirs)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    console = stdout_console()
+    classes = ", ".join(result["runs"][0]["classes"])
+    console.print(_table("runs", ("run", "selector", "delivered round (rule)", "test acc %",
+                                  f"pseudo-labels ({classes})"), compare.run_rows(result)))
+    columns, rows = compare.round_rows(result)
+    console.print(_table("accuracy % per round (runs numbered as listed)", columns, rows))
+    console.print(_table(f"test accuracy of each run minus {result['runs'][0]['run']} (points; paired bootstrap "
+                         f"95% interval over the test texts)", ("run", "difference", "95% interval", "texts"),
+                         compare.difference_rows(result)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -319,10 +319,14 @@ def _evaluate(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> None
     """Evaluate: metrics on dev (and test); commits eval.json and updates the early-stopping tally."""
     if not now.folder.evaluation.is_file():
         clock = model.timer()
-        splits = (("dev", ctx.data.dev), ("test", ctx.data.test))
-        result = {split: metrics.evaluate(_score(ctx, scorer, frame, f"round {now.number}: {split}"),
-                                          ctx.data.classes)
-                  for split, frame in splits if frame is not None}
+        result = {}
+        for split, frame in (("dev", ctx.data.dev), ("test", ctx.data.test)):
+            if frame is None:
+                continue
+            scored = _score(ctx, scorer, frame, f"round {now.number}: {split}")
+            result[split] = metrics.evaluate(scored, ctx.data.classes)
+            if split == "test":  # per text, for paired comparisons of runs (`xlc report RUN_A RUN_B`)
+                data_mod.write_parquet(scored.select("text", "lang", "gold", "label"), now.folder.test_predictions)
         files.write_json(now.folder.evaluation, {**result, "seconds": clock()})
     evaluated = json.loads(now.folder.evaluation.read_text())
     now.timings["evaluate"] = evaluated.pop("seconds")

@@ -192,10 +192,9 @@ def write(out: Path, summary: dict) -> list[Path]:
     return plots
 
 
-def render(run_dir: Path) -> list[Path]:
-    """Redraw report.md and the plots of a run folder from its report.json; return what was written."""
-    run = RunDir(Path(run_dir))
-    source = run.report
+def read(run_dir: Path) -> dict:
+    """The report.json of a finished run folder, checked to be one."""
+    source = RunDir(Path(run_dir)).report
     if not source.is_file():
         raise XlcError(f"{run_dir}: no report.json here; pass a folder written by `xlc selftrain`")
     try:
@@ -204,6 +203,14 @@ def render(run_dir: Path) -> list[Path]:
         raise XlcError(f"{source}: not valid JSON ({exc})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("rounds"), list):
         raise XlcError(f"{source}: no rounds in it; is it an xlc run report?")
+    return summary
+
+
+def render(run_dir: Path) -> list[Path]:
+    """Redraw report.md and the plots of a run folder from its report.json; return what was written."""
+    run = RunDir(Path(run_dir))
+    source = run.report
+    summary = read(run_dir)
     try:
         markdown(summary)  # reads every field the report shows: a damaged file fails here, before any write
         plots = write_plots(run.path, summary)

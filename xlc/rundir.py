@@ -41,6 +41,7 @@ class RoundDir:
         self.onnx = path / "onnx"  # export: model.onnx with tokenizer and class names
         self.onnx_file = self.onnx / ONNX_FILE
         self.evaluation = path / "eval.json"  # evaluate: dev (and test) metrics
+        self.test_predictions = path / "test_predictions.parquet"  # evaluate: text, lang, gold, label
         self.scored = path / "scored.parquet"  # score: the scored pool
         self.selected = path / "selected.parquet"  # select: the pseudo-labels taken
         self.metrics = path / "metrics.json"  # close: the round's record; written last, it closes the round

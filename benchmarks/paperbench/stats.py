@@ -9,6 +9,7 @@ from dataclasses import asdict
 import numpy as np
 import polars as pl
 
+from xlc import stats
 from xlc.errors import XlcError
 
 from .profiles import BOOTSTRAP_RESAMPLES, COMPARISONS, METHODS, SELECTORS, Bench, DataSpec
@@ -152,13 +153,7 @@ def paired_bootstrap(predictions: pl.DataFrame, a: str, b: str, resamples: int =
              & set(predictions.filter(pl.col("method") == b)["seed"].to_list()))
     predictions = predictions.filter(pl.col("seed").is_in(sorted(seeds)))
     joined = per_item(a).join(per_item(b), on="item", how="inner").sort("item")
-    diff = (joined[a] - joined[b]).to_numpy()
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"diff": float(diff.mean()), "low": float(low), "high": float(high),
-            "share_not_above_zero": float((means <= 0).mean()), "items": len(diff), "seeds": len(seeds),
-            "resamples": resamples}
+    return {**stats.paired_bootstrap((joined[a] - joined[b]).to_numpy(), resamples, seed), "seeds": len(seeds)}
 
 
 def rounds_table(summaries: list[dict]) -> dict:
