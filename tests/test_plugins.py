@@ -250,7 +250,7 @@ def test_selftrain_with_the_plugins_prior_selector_splits_by_the_labeled_classes
     out = tmp_path / "run"
     result = run_cli(*selftrain_args(tiny_model, small_files, out, "--selector", "prior", "--selector-config",
                                      str(options), "--n", "12", "--selector-opt", "kt=3",
-                                     "--max-rounds", "1", "--patience", "5"))
+                                     "--max-rounds", "1", "--patience", "5", "--keep-round-models"))
     assert result.exit_code == 0, result.output
     assert "selector prior" in result.stdout
     written = tomllib.loads((out / "config.toml").read_text())

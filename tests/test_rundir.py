@@ -24,6 +24,7 @@ def make_round(run: RunDir, number: int, closed: bool = True, marked: bool = Tru
     (rnd.onnx / "tokenizer.json").write_text("{}")
     if marked:
         files.mark(rnd.model, "model")
+        files.mark(rnd.onnx, "model")
         rnd.train_file.write_text("{}")
     if closed:
         rnd.metrics.write_text("{}")
@@ -64,7 +65,7 @@ def test_a_round_is_closed_only_once_its_metrics_file_exists(tmp_path):
     assert rnd.closed
 
 
-def test_prune_drops_checkpoints_of_closed_rounds_except_the_kept_ones(tmp_path):
+def test_prune_drops_the_models_of_closed_rounds_except_the_kept_ones(tmp_path):
     run = RunDir(tmp_path)
     for number in (0, 1, 2):
         make_round(run, number)
@@ -73,7 +74,8 @@ def test_prune_drops_checkpoints_of_closed_rounds_except_the_kept_ones(tmp_path)
     rundir.prune(run, keep={1, 2})
     assert [r.number for r in run.rounds() if r.model.exists()] == [1, 2, 3, 4]
     assert open_round.model.is_dir() and users.model.is_dir()
-    assert all(r.onnx_file.is_file() for r in run.rounds())  # ONNX models are kept for every round
+    assert [r.number for r in run.rounds() if r.onnx_file.exists()] == [1, 2, 3, 4]
+    assert all(r.metrics.is_file() for r in run.rounds() if r.number != 3)  # the records stay
 
 
 def test_publish_links_the_checkpoint_and_the_onnx_model_but_not_the_training_facts(tmp_path):

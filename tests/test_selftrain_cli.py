@@ -72,15 +72,27 @@ def test_each_round_writes_its_selection_metrics_and_onnx_model(two_rounds, modu
         assert set(selected["text"]) <= pool_texts
         assert not seen & set(selected["id"])  # never selected twice
         seen |= set(selected["id"])
-        assert (out / f"round-{rnd:02d}" / "onnx" / "model.onnx").is_file()
         metrics = json.loads((out / f"round-{rnd:02d}" / "metrics.json").read_text())
         assert set(metrics["timings"]) == {"train", "export", "evaluate", "score", "select"}
         assert 0 <= metrics["pseudo_precision"] <= 1  # gold labels of the pool exist here
     assert pl.read_parquet(out / "pseudo_labels.parquet").height == 14
 
 
-def test_pseudo_labels_are_the_models_predictions(two_rounds):
+def test_only_the_best_and_the_last_rounds_keep_their_models(two_rounds):
     out, _, _ = two_rounds
+    report = json.loads((out / "report.json").read_text())
+    kept = {report["best_round"], len(report["rounds"]) - 1}
+    for rnd in range(len(report["rounds"])):
+        assert (out / f"round-{rnd:02d}" / "onnx" / "model.onnx").is_file() == (rnd in kept)
+        assert (out / f"round-{rnd:02d}" / "model").is_dir() == (rnd in kept)
+        assert (out / f"round-{rnd:02d}" / "metrics.json").is_file()
+
+
+def test_pseudo_labels_are_the_models_predictions(tiny_model, module_files, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(*selftrain_args(tiny_model, module_files, out, "--selector", "throttling", "--n", "7",
+                                     "--max-rounds", "1", "--patience", "5", "--keep-round-models"))
+    assert result.exit_code == 0, result.output
     selected = pl.read_parquet(out / "round-00" / "selected.parquet")
     scorer = Scorer.open(out / "round-00" / "onnx")
     rescored = scorer.score(selected.select("text"), max_length=32)

@@ -81,6 +81,8 @@ class SelfTrainConfig:
                                    "class probabilities (soft: self-distillation).", choices=TARGETS)
     warm_start: bool = setting(True, "Each round continues from the last round's model, or starts from the "
                                      "base model.", off="--from-base")
+    keep_round_models: bool = setting(False, "Keep every round's model (checkpoint and ONNX), not only the best "
+                                             "and the last round's.", off="--prune-round-models")
     batch_size: int = setting(32, "Training batch size.")
     max_length: int = setting(64, "Max tokens per text; stored with the model, which is then scored at it.")
     lr: float = setting(2e-4, "Encoder learning rate (3e-5 suits base-size encoders).")

@@ -235,7 +235,7 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
         source = run.round(number)
         card = modelcard.render(modeldir.read_meta(source.model), summary, number)
         rundir.publish(source, target, card)
-    rundir.prune(run, keep={state.best_round, last})
+    _prune(ctx, keep={state.best_round, last})
     pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
     data_mod.write_parquet(pseudo_labels, run.pseudo_labels)
     report.write(run.path, summary)
@@ -409,7 +409,7 @@ def _close(ctx: Context, state: RunState, now: Round, selected: pl.DataFrame | N
     state.stop = stop
     if selected is not None and stop is None:
         state.take(selected)
-    rundir.prune(ctx.run, keep={state.best_round, now.number})
+    _prune(ctx, keep={state.best_round, now.number})
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -440,6 +440,12 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
         clf, state.labeled["text"].to_list(), labels, settings,
         on_step=lambda s, n, _loss: ctx.progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
     )
+
+
+def _prune(ctx: Context, keep: set[int]) -> None:
+    """Drop the models of closed rounds other than `keep`, unless --keep-round-models."""
+    if not ctx.config.keep_round_models:
+        rundir.prune(ctx.run, keep)
 
 
 def _score(ctx: Context, scorer: Scorer, frame: pl.DataFrame, stage: str) -> pl.DataFrame:

@@ -310,7 +310,12 @@ def publish(source: RoundDir, target: Path, card: str | None = None) -> None:
 
 
 def prune(run: RunDir, keep: set[int]) -> None:
-    """Drop the Hugging Face checkpoints of closed rounds that are not in `keep` (the best and the latest)."""
+    """Drop the models (Hugging Face checkpoint and ONNX) of closed rounds not in `keep` (the best and the
+    latest); each round's records and scored pool stay. Only folders that xlc marked as its own go."""
     for rnd in run.rounds():
-        if rnd.number not in keep and rnd.closed and (files.is_marked(rnd.model) or rnd.train_file.is_file()):
+        if rnd.number in keep or not rnd.closed:
+            continue
+        if rnd.model.is_dir() and (files.is_marked(rnd.model) or rnd.train_file.is_file()):
             shutil.rmtree(rnd.model)
+        if rnd.onnx.is_dir() and files.is_marked(rnd.onnx):
+            shutil.rmtree(rnd.onnx)
