@@ -463,6 +463,65 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], le
     return table
 
 
+@main.command("audit")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--n", "size", type=int, default=200, show_default=True, help="Pseudo-labels to sample.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the sample: audit.csv and a Label Studio import.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the sample.")
+@click.option("--import", "checked_path", type=FILE,
+              help="The checked sample (audit.csv with gold filled in, or a Label Studio JSON export): "
+                   "report precision.")
+@click.option("--gold-out", type=click.Path(path_type=Path, dir_okay=False),
+              help="--import: write the checked texts here as labeled data (for --extra-train).  "
+                   "[default: checked_gold.csv beside the imported file]")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_cleanly
+def audit_command(run_dir: Path, size: int, out_path: Path | None, seed: int, checked_path: Path | None,
+                  gold_out: Path | None, as_json: bool) -> None:
+    """Check a run's pseudo-labels with people: write a sample, then import the checked labels.
+
+    `xlc audit RUN --n 200 --out DIR` samples pseudo-labels stratified by class, language and
+    confidence band. `xlc audit RUN --import DIR/audit.csv` reports pseudo-label precision per
+    class and language with 95% intervals, and writes the checked texts as labeled data.
+    """
+    from xlc import audit, report
+
+    classes = report.read(run_dir)["classes"]
+    if (out_path is None) == (checked_path is None):
+        raise XlcError("pass --out DIR to write a sample, or --import FILE to read a checked one")
+    if out_path is not None:
+        chosen = audit.sample(audit.pseudo_labels(run_dir), size, seed)
+        written = audit.write_sample(chosen, out_path, classes)
+        if as_json:
+            click.echo(json.dumps({"sampled": chosen.height, "written": [str(p) for p in written]}, indent=2))
+            return
+        click.echo(f"sampled {chosen.height} pseudo-labels (class x language x confidence band)")
+        for path in written:
+            click.echo(f"wrote {path}")
+        click.echo(f"fill the gold column of {written[0]} (or annotate {written[1].name} in Label Studio), then: "
+                   f"xlc audit {run_dir} --import {written[0]}")
+        return
+    assert checked_path is not None
+    checked = audit.read_checked(checked_path, classes)
+    result = audit.precision(checked)
+    gold = audit.write_gold(checked, gold_out or checked_path.with_name(audit.GOLD_FILE))
+    if as_json:
+        click.echo(json.dumps({**result, "gold": str(gold)}, indent=2))
+        return
+    rows = [("all", "", *_precision_cells(result["all"]))]
+    rows += [("class", k, *_precision_cells(v)) for k, v in result["per_class"].items()]
+    rows += [("language", k, *_precision_cells(v)) for k, v in result["per_lang"].items()]
+    stdout_console().print(_table(f"pseudo-label precision, {checked.height} checked texts",
+                                  ("by", "group", "correct / checked", "precision", "95% interval"), rows))
+    click.echo(f"wrote {gold}: the checked texts as labeled data (xlc selftrain --extra-train {gold})")
+
+
+def _precision_cells(cell: dict) -> tuple[str, str, str]:
+    return (f"{cell['correct']} / {cell['checked']}", f"{cell['precision']:.3f}",
+            f"[{cell['low']:.3f}, {cell['high']:.3f}]")
+
+
 @main.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]",
                 type=click.Path(path_type=Path, file_okay=False, exists=True))

@@ -49,6 +49,9 @@ class SelfTrainConfig:
     dev: str | None = setting(None, "Labeled target-language data for choosing epochs and rounds (without it, "
                               "--dev-share of --train is held out instead).", file=True)
     test: str | None = setting(None, "Labeled target-language data for the final accuracy.", file=True)
+    extra_train: str | None = setting(None, "More labeled data, e.g. target-language texts checked with `xlc "
+                                            "audit` (text, label, lang), added to the labeled set from round 0.",
+                                      file=True)
     pool_gold: str | None = setting(None, "True labels of the pool (id and label columns), for pseudo-label "
                                     "precision only; never used for training or selection.", file=True)
     dev_share: float = setting(data.DEV_SHARE, "Without --dev: the share of each class of --train held out as "
@@ -174,7 +177,7 @@ class SelfTrainConfig:
         clean = dict(values)
         if "demo_langs" in clean:
             clean["demo_langs"] = tuple(clean["demo_langs"])
-        for name in ("train", "unlabeled", "dev", "test", "pool_gold", "out"):
+        for name in ("train", "unlabeled", "dev", "test", "extra_train", "pool_gold", "out"):
             if clean.get(name) is not None:
                 clean[name] = str(clean[name])
         for name, value in clean.items():
@@ -210,7 +213,7 @@ class SelfTrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-PATH_SETTINGS = ("train", "unlabeled", "dev", "test", "pool_gold", "out")
+PATH_SETTINGS = ("train", "unlabeled", "dev", "test", "extra_train", "pool_gold", "out")
 """The settings that name a file or folder (and `model`, when it names a local folder)."""
 
 

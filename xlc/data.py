@@ -252,6 +252,18 @@ def load_files(
     return run
 
 
+def add_train(run: RunData, path: Path, cols: Columns) -> RunData:
+    """`run` with the labeled rows of `path` (--extra-train) added to its training set."""
+    source = f"--extra-train {path}"
+    frame = read_table(path)
+    if frame.height == 0:
+        raise XlcError(f"{source}: the file has no rows")
+    extra = normalise(frame, source, cols, labeled=True)
+    check_classes(run.train, {source: extra})
+    return dataclasses.replace(run, train=pl.concat([run.train, extra.select("text", "label", "lang")],
+                                                     how="vertical_relaxed"))
+
+
 def read_pool_gold(path: Path, cols: Columns, pool: pl.DataFrame, classes: Sequence[str],
                    option: str = "--pool-gold") -> pl.DataFrame:
     """The pool's true labels from a file of their own: id (as in the pool) and label.

@@ -122,9 +122,14 @@ class Round:
 
 
 def load_data(config: SelfTrainConfig) -> data_mod.RunData:
-    if config.uses_demo:
-        return data_mod.load_demo(config.demo_langs)
     cols = data_mod.Columns(config.text_column, config.label_column, config.id_column, config.lang_column)
+    run_data = data_mod.load_demo(config.demo_langs) if config.uses_demo else _load_files(config, cols)
+    if config.extra_train:
+        run_data = data_mod.add_train(run_data, Path(config.extra_train), cols)
+    return run_data
+
+
+def _load_files(config: SelfTrainConfig, cols: data_mod.Columns) -> data_mod.RunData:
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
 

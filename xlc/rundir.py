@@ -129,6 +129,8 @@ def fingerprint(config: SelfTrainConfig) -> dict:
     roles = {"demo": str(data.demo_path())} if config.uses_demo else {
         role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
         if getattr(config, role)}
+    if config.extra_train:
+        roles["extra_train"] = config.extra_train
     inputs = {role: sha256(Path(path)) for role, path in roles.items()}
     base = Path(config.model)
     weights = sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")) if base.is_dir() else []
