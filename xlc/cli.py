@@ -513,7 +513,8 @@ def audit_command(run_dir: Path, size: int, out_path: Path | None, seed: int, ch
     rows += [("class", k, *_precision_cells(v)) for k, v in result["per_class"].items()]
     rows += [("language", k, *_precision_cells(v)) for k, v in result["per_lang"].items()]
     stdout_console().print(_table(f"pseudo-label precision, {checked.height} checked texts",
-                                  ("by", "group", "correct / checked", "precision", "95% interval"), rows))
+                                  ("by", "group", "correct / checked", "precision", "95% interval"), rows,
+                                  left=1))
     click.echo(f"wrote {gold}: the checked texts as labeled data (xlc selftrain --extra-train {gold})")
 
 
