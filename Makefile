@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml plugins/xlc-classprior/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray,mlflow]'
 	$(PY) -m pip install -q -e plugins/xlc-classprior
 	touch $@
 

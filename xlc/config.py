@@ -19,6 +19,9 @@ from xlc.errors import XlcError
 ENGINES = ("local", "ray")
 TARGETS = ("hard", "soft")
 ROUND_RULES = ("auto", "dev", "last")
+TRACKERS = ("mlflow",)
+UNTRACKED = ("out", "track", "track_uri")
+"""Settings that do not change what a run computes: not in its fingerprint (a run resumes across them)."""
 MAX_SEED = 2**32 - 1
 
 
@@ -96,6 +99,11 @@ class SelfTrainConfig:
     seed: int = setting(0, "Random seed.")
     score_batch_size: int = setting(inference.BATCH_SIZE, "Batch size for ONNX scoring.")
     threads: int | None = setting(None, "CPU threads for training and scoring.", none="all")
+    track: str | None = setting(None, "Log the finished run (settings, per-round metrics, report, plots) to "
+                                      "an experiment tracker (pip install 'xlc[mlflow]').", choices=TRACKERS,
+                                none="none")
+    track_uri: str | None = setting(None, "--track mlflow: the tracking store.",
+                                    none="$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
     engine: str = setting("local", "Where each round's pool is scored: here, or on Ray actors.",
                            choices=ENGINES)  # ray: xlc/scoring/ray.py
     ray_address: str | None = setting(None, "--engine ray: cluster to join (HOST:PORT).", none="a local Ray")
@@ -113,6 +121,8 @@ class SelfTrainConfig:
         _require("targets", self.targets in TARGETS, f"one of {', '.join(TARGETS)}", self.targets)
         _require("select_round", self.select_round in ROUND_RULES, f"one of {', '.join(ROUND_RULES)}",
                  self.select_round)
+        _require("track", self.track is None or self.track in TRACKERS, f"one of {', '.join(TRACKERS)}",
+                 self.track)
         _require("engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}", self.engine)
         _require("workers", self.workers is None or self.workers >= 1, ">= 1", self.workers)
         if self.engine != "ray" and (self.ray_address or self.workers):

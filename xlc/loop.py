@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 from xlc import data as data_mod
-from xlc import files, health, metrics, model, modelcard, modeldir, onnx, report, rundir, selectors
+from xlc import files, health, metrics, model, modelcard, modeldir, onnx, report, rundir, selectors, tracking
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import max_positions
@@ -186,6 +186,8 @@ def run(
     ctx = Context(config, selector, run_data or load_data(config), RunDir(Path(config.out)),
                   progress or _no_progress)
     check_model(config)
+    if config.track:
+        tracking.check()
     started = _open(ctx)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -244,11 +246,25 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
     pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
     data_mod.write_parquet(pseudo_labels, run.pseudo_labels)
     report.write(run.path, summary)
+    if ctx.config.track:
+        _track(ctx, summary)
     return RunResult(
         out=run.path, rounds=report.rounds_frame(state.rounds), pseudo_labels=pseudo_labels,
         best_round=state.best_round, best_model=run.best, final_model=run.final,
         stop_reason=stop.reason, report=summary, stop_code=stop.code,
     )
+
+
+def _track(ctx: Context, summary: dict) -> None:
+    """--track mlflow: log the finished run; a failure is a warning, never the loss of the finished run."""
+    uri = ctx.config.track_uri or tracking.default_uri()
+    try:
+        run_id = tracking.log_run(ctx.run.path, summary, uri)
+    except Exception as exc:  # noqa: BLE001 - the run is complete on disk whatever the tracker says
+        log.warning("the run is complete in %s but was not logged to MLflow at %s: %s: %s", ctx.run.path, uri,
+                    type(exc).__name__, exc)
+        return
+    log.info("logged to MLflow (%s): experiment %r, run %s", uri, tracking.EXPERIMENT, run_id)
 
 
 # ---- one round: its phases, each reusing its committed output ------------------------------------

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from xlc import data, files, modelcard
-from xlc.config import PATH_SETTINGS, SelfTrainConfig
+from xlc.config import PATH_SETTINGS, UNTRACKED, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE
 from xlc.onnx import ONNX_FILE
@@ -125,7 +125,7 @@ def sha256(path: Path) -> str:
 def fingerprint(config: SelfTrainConfig) -> dict:
     """What a resumed run must share with the interrupted one: settings, input bytes, model."""
     config = config.absolute()  # a path is the same setting however it was spelled (config.toml: absolute)
-    settings = {k: v for k, v in config.to_dict().items() if k != "out"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in UNTRACKED}
     roles = {"demo": str(data.demo_path())} if config.uses_demo else {
         role: getattr(config, role) for role in ("train", "unlabeled", "dev", "test", "pool_gold")
         if getattr(config, role)}
@@ -139,8 +139,11 @@ def fingerprint(config: SelfTrainConfig) -> dict:
 
 
 def _absolute(stamp: dict) -> dict:
-    """A fingerprint from an older xlc (paths as given, relative to the folder it ran in) with absolute paths."""
-    settings = dict(stamp.get("settings", {}))
+    """A fingerprint from an older xlc as this one writes it: absolute paths (an older xlc kept them as
+    given, relative to the folder it ran in), and today's defaults for settings it did not have yet
+    (a setting added since defaults to what an older xlc did)."""
+    known = {k: v for k, v in SelfTrainConfig().to_dict().items() if k not in UNTRACKED}
+    settings = {**known, **stamp.get("settings", {})} if "settings" in stamp else {}
     for name, value in settings.items():
         if isinstance(value, str) and (name in PATH_SETTINGS or name == "model" and Path(value).is_dir()):
             settings[name] = os.path.abspath(value)
