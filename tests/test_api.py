@@ -38,6 +38,21 @@ def test_selftrain_takes_frames_and_a_list_of_texts(api_run):
     assert (api_run.best_model / "model.onnx").is_file()
 
 
+def test_the_same_call_again_returns_the_finished_run_and_other_data_is_refused(api_run, tiny_model, frames):
+    again = xlc.selftrain(
+        train=frames["train"], unlabeled=frames["unlabeled"]["text"].to_list(), dev=frames["dev"],
+        test=frames["test"], selector="throttling", selector_options={"n": 5},
+        model=str(tiny_model), out=api_run.out, **FAST,
+    )
+    assert again.rounds.equals(api_run.rounds) and again.pseudo_labels.equals(api_run.pseudo_labels)
+    assert (again.best_round, again.best_model, again.stop_code) == (
+        api_run.best_round, api_run.best_model, api_run.stop_code)
+    with pytest.raises(xlc.XlcError, match="already holds a finished run"):
+        xlc.selftrain(train=frames["train"].head(70), unlabeled=frames["unlabeled"]["text"].to_list(),
+                      dev=frames["dev"], test=frames["test"], selector="throttling", selector_options={"n": 5},
+                      model=str(tiny_model), out=api_run.out, **FAST)
+
+
 def test_rerunning_the_written_config_reproduces_the_selections(api_run, tmp_path):
     saved = SelfTrainConfig.from_toml(api_run.out / "config.toml")
     assert saved.train == str(api_run.out / "inputs" / "train.parquet")

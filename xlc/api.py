@@ -89,7 +89,10 @@ def selftrain(
         elif value is not None:
             values[role] = str(value)
     resolved = resolve(values, config, source="xlc.selftrain()")
-    from xlc.loop import check_model, run
+    from xlc.loop import check_model, finished, load_result, run
+
+    if finished(resolved) and all(_blob(frame) == run_dir.input(role).read_bytes() for role, frame in frames.items()):
+        return load_result(run_dir.path)  # the same run, finished before (e.g. a notebook cell run again)
 
     check_model(resolved)  # before the run folder is made: a bad model leaves nothing behind
     with run_lock(run_dir.path) as unfinished:  # the settings and the folder are checked before any write
@@ -104,9 +107,7 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
     inputs are never rewritten: the data must be byte for byte the run's own, or it is refused.
     """
     for role, frame in frames.items():
-        buffer = io.BytesIO()
-        frame.write_parquet(buffer)
-        blob, path = buffer.getvalue(), run_dir.input(role)
+        blob, path = _blob(frame), run_dir.input(role)
         if unfinished is not None:
             same = (unfinished["inputs"].get(role) == hashlib.sha256(blob).hexdigest()
                     and unfinished["settings"].get(role) in (str(path), os.path.abspath(path)))
@@ -121,6 +122,13 @@ def _save_inputs(frames: Mapping[str, pl.DataFrame], run_dir: RunDir, unfinished
             files.write_bytes(path, blob)
         except OSError as exc:
             raise files.write_error(path, exc) from None
+
+
+def _blob(frame: pl.DataFrame) -> bytes:
+    """In-memory data as the Parquet bytes saved in a run's inputs/."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
 
 
 class TextClassifier(ClassifierMixin, BaseEstimator):

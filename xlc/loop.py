@@ -255,6 +255,18 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
     )
 
 
+def load_result(out: Path) -> RunResult:
+    """The result of the finished run in `out`, read back from its report and pseudo-labels."""
+    run = RunDir(Path(out))
+    summary = json.loads(run.report.read_text(encoding="utf-8"))
+    return RunResult(
+        out=run.path, rounds=report.rounds_frame(summary["rounds"]),
+        pseudo_labels=pl.read_parquet(run.pseudo_labels), best_round=summary["best_round"], best_model=run.best,
+        final_model=run.final, stop_reason=summary["stop_reason"], report=summary,
+        stop_code=summary.get("stop_code", ""),
+    )
+
+
 def _track(ctx: Context, summary: dict) -> None:
     """--track mlflow: log the finished run; a failure is a warning, never the loss of the finished run."""
     uri = ctx.config.track_uri or tracking.default_uri()
