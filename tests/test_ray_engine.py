@@ -96,8 +96,10 @@ def test_a_killed_job_resumes_and_matches_the_local_engine(local_ray, tiny_onnx,
     assert scored["id"].to_list() == list(range(ROWS))  # row numbers across files in path order, once each
     score_file(ScoreJob(tiny_onnx, whole, tmp_path / "local.parquet", chunk_size=500, max_length=32))
     assert_frame_equal(scored, pl.read_parquet(tmp_path / "local.parquet"), **TOLERANCE)
-    with pytest.raises(XlcError, match="holds a finished run; pass --overwrite"):
-        score_files(ScoreJob(tiny_onnx, inputs, out, chunk_size=500, max_length=32))
+    again = CliRunner().invoke(main, ["score", "--engine", "ray", "--workers", "2", *options])
+    assert again.exit_code == 0 and "is already complete" in again.output  # said, not redone or refused
+    with pytest.raises(XlcError, match="holds a finished run; pass --overwrite"):  # another job on it
+        score_files(ScoreJob(tiny_onnx, inputs, out, chunk_size=500, max_length=16))
 
 
 def test_selftrain_engine_ray_scores_the_pool_on_ray(local_ray, tiny_model, small_files, tmp_path,

@@ -280,7 +280,12 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
             stack.enter_context(files.locked(shared.lock_file(output), f"--out {output}"))
         except OSError as exc:
             raise files.write_error(output, exc) from None
-        out = prepare_output(job, fingerprint(job, model_dir, paths))
+        wanted = fingerprint(job, model_dir, paths)
+        if not job.overwrite and _already_scored(output, wanted):  # a finished re-run: said, not redone
+            rows = sum(s.rows for s in sources)
+            per_class, empty = shared.tally(pl.scan_parquet(output / "part-*.parquet")) if rows else ({}, 0)
+            return ScoreSummary(rows, time.perf_counter() - start, per_class, empty, 0, output, complete=True)
+        out = prepare_output(job, wanted)
         done = finished_parts(out)
         resumed = sum(len(v) for v in done.values())
         todo = [s for s in sources if _missing(done.get(s.index, []), s.rows) > 0]
@@ -288,6 +293,17 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
             with connected(options) as ray:
                 _run(ray, job, options, model_dir, todo, done, out)
         return _finish(job, out, sources, resumed, start)
+
+
+def _already_scored(out: Path, wanted: dict) -> bool:
+    """Whether `out` is the finished output of this very job (same model, inputs and options)."""
+    manifest = out / MANIFEST
+    if not ((out / DONE).is_file() and manifest.is_file()):
+        return False
+    try:
+        return json.loads(manifest.read_text()) == json.loads(json.dumps(wanted))
+    except (OSError, ValueError):
+        return False
 
 
 def _run(ray: Any, job: ScoreJob, options: RayOptions, model_dir: Path, todo: list[Source],
