@@ -13,7 +13,8 @@ round, mean confidence, distance of the predicted class shares from the English 
 
 The rules, each choosing one round per run:
 - round0: never self-train (zero-shot);
-- last: a fixed number of rounds, the last one delivered;
+- fixed-K: K rounds, the last one delivered (`--select-round last` with `--max-rounds K`; fixed-R,
+  R = `--rounds`, is the last round of the run);
 - english-dev: the best round on the held-out English dev set (earliest on ties);
 - stable: the first round whose pool labels changed by less than `--stable` since the round
   before, else the last (label-free);
@@ -45,7 +46,8 @@ from xlc import data as data_mod  # noqa: E402
 from xlc import model  # noqa: E402
 
 log = logging.getLogger("nodev")
-RULES = ("round0", "last", "english-dev", "stable", "target-dev", "oracle")
+RULES = ("round0", "fixed", "english-dev", "stable", "target-dev", "oracle")
+"""`fixed` stands for one rule per number of rounds, fixed-1 ... fixed-R (see `rules`)."""
 
 
 class NoDevScreen(Screen):
@@ -115,12 +117,17 @@ def _signals(now: dict, before: dict | None, pool: np.ndarray, shares: np.ndarra
     return out
 
 
+def rules(rounds: int) -> list[str]:
+    """Every rule's name, with fixed-K for K = 1 .. `rounds`."""
+    return [x for rule in RULES for x in ([f"fixed-{k}" for k in range(1, rounds + 1)] if rule == "fixed" else [rule])]
+
+
 def choose(rule: str, rounds: list[dict], gold: np.ndarray, stable: float) -> int:
     """The round `rule` delivers."""
     if rule == "round0":
         return 0
-    if rule == "last":
-        return len(rounds) - 1
+    if rule.startswith("fixed-"):
+        return min(int(rule.split("-")[1]), len(rounds) - 1)
     if rule == "stable":
         return next((i for i, r in enumerate(rounds) if i and r["changed"] < stable), len(rounds) - 1)
     key = {"english-dev": lambda r: r["endev_accuracy"], "target-dev": lambda r: r["dev_accuracy"],
@@ -133,18 +140,17 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
     out: dict = {"sizes": {k: v.height for k, v in screen.parts.items()}, "methods": {}}
     for method in next(iter(runs.values())):
         per_rule, picks = {}, {}
-        for rule in RULES:
+        for rule in rules(max(len(runs[s][method]) for s in runs) - 1):
             chosen = [choose(rule, runs[s][method], gold, stable) for s in runs]
             picks[rule] = [np.array(runs[s][method][i]["test_pred"]) for s, i in zip(runs, chosen, strict=True)]
             per_rule[rule] = {"rounds": chosen, "accuracy": [100 * float(np.mean(p == gold)) for p in picks[rule]]}
             per_rule[rule]["mean"] = float(np.mean(per_rule[rule]["accuracy"]))
         out["methods"][method] = {
             "rules": per_rule,
-            "rounds": {s: [{k: v for k, v in r.items() if k != "test_pred"}
-                           | {"test_accuracy": 100 * float(np.mean(np.array(r["test_pred"]) == gold))}
-                           for r in runs[s][method]] for s in runs},
+            "rounds": {s: [r | {"test_accuracy": 100 * float(np.mean(np.array(r["test_pred"]) == gold))}
+                           for r in runs[s][method]] for s in runs},  # test_pred kept: rules can be added later
             "bootstrap": {f"{rule} - round0": bootstrap(gold, picks[rule], picks["round0"])
-                          for rule in RULES if rule != "round0"},
+                          for rule in per_rule if rule != "round0"},
         }
     return out
 
