@@ -74,8 +74,9 @@ def stdout_console() -> Console:
 
 
 # Scoring options as `xlc score` and `xlc evaluate` take them; the jobs check their values (xlc.inference).
-BATCH_SIZE_OPTION = click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=int,
-                                 help="Texts per ONNX Runtime call.")
+BATCH_SIZE_OPTION = click.option("--batch-size", "--score-batch-size", "batch_size", default=BATCH_SIZE,
+                                 show_default=True, type=int,
+                                 help="Texts per ONNX Runtime call (selftrain calls it --score-batch-size).")
 MAX_LENGTH_OPTION = click.option("--max-length", type=int,
                                  help=f"Tokens per text; longer texts are cut.  [default: {MAX_LENGTH_HELP}]")
 
