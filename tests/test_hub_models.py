@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def test_an_id_that_is_not_cached_offline_says_where_it_looked(hub_cache):
 ])
 def test_the_default_prefix_follows_the_model_name(name, prefix):
     assert model.default_prefix(name) == prefix
+
+
+@pytest.mark.parametrize(("config", "prefix"), [
+    ({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}, "query: "),
+    ({"prompts": {"classification": "Classify: ", "query": "q: "}, "default_prompt_name": "classification"},
+     "Classify: "),
+    ({"prompts": {}, "default_prompt_name": None}, ""),  # declares none: the name rule (no e5 here)
+])
+def test_a_sentence_transformers_folder_gives_its_prompt_as_prefix(tiny_model, tmp_path, config, prefix):
+    folder = tmp_path / "encoder"
+    shutil.copytree(tiny_model, folder)
+    (folder / model.ST_CONFIG).write_text(json.dumps(config))
+    assert model.from_base(str(folder), CLASSES).text_prefix == prefix

@@ -66,7 +66,8 @@ class SelfTrainConfig:
     demo_langs: tuple[str, ...] = setting(data.DEMO_TARGETS, "Demo only: comma-separated target languages.")
     model: str = setting(DEFAULT_MODEL, f"{DEFAULT_MODEL!r} or a local Hugging Face encoder folder.")
     text_prefix: str | None = setting(None, "Put before every text (E5 encoders expect 'query: ').",
-                                      none="'query: ' for E5 models, else none")
+                                      none="a sentence-transformers prompt of the model, else 'query: ' for E5 "
+                                           "models, else none")
     selector: str = setting("balanced", "Selector name (see `xlc selectors`).")
     selector_options: Mapping[str, Any] = field(default_factory=dict)  # the CLI has its own options for them
     max_rounds: int = setting(3, "Self-training rounds after round 0.")

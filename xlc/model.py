@@ -115,7 +115,7 @@ def resolve_base(model: str) -> tuple[Path, str]:
         raise XlcError(f"--model {model!r}: a file, not a model folder; {fix}")
     if not (path / "config.json").is_file():
         raise XlcError(f"--model {model!r}: not a local Hugging Face model folder (no config.json in {path}); {fix}")
-    return path, default_prefix(model)
+    return path, prompt_prefix(path) if prompt_prefix(path) is not None else default_prefix(model)
 
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -139,6 +139,23 @@ def from_hub(model_id: str) -> Path:
                        f"({constants.HF_HUB_CACHE}), and the download failed ({reason}); download it where there "
                        f"is internet (huggingface-cli download {model_id}) and copy the cache here, or pass the "
                        f"model's folder") from None
+
+
+ST_CONFIG = "config_sentence_transformers.json"
+
+
+def prompt_prefix(folder: Path) -> str | None:
+    """The text prefix a sentence-transformers folder declares (its default prompt, else its "query"
+    prompt), or None when it declares none."""
+    try:
+        found = json.loads((folder / ST_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    prompts = found.get("prompts") if isinstance(found, dict) else None
+    if not isinstance(prompts, dict):
+        return None
+    prompt = prompts.get(found.get("default_prompt_name") or "query")
+    return prompt if isinstance(prompt, str) else None
 
 
 def default_prefix(model: str) -> str:
