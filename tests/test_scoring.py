@@ -173,3 +173,20 @@ def test_rerunning_a_finished_score_says_it_is_done_and_leaves_the_output(tiny_o
     other = CliRunner().invoke(main, [*args[:-2], "--output", str(out), "--max-length", "16"])
     assert other.exit_code != 0 and "exists; pass --overwrite" in other.output
     assert out.read_bytes() == written
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_scores_can_be_written_as_csv_or_jsonl_with_the_same_rows(tiny_onnx, tmp_path, suffix):
+    source = write_input(pl.DataFrame({"text": ["a b", "", "c d e", "f"]}), tmp_path / "in.csv")
+    base = ["score", "--quiet", "--model", str(tiny_onnx), "--input", str(source), "--max-length", "16"]
+    assert CliRunner().invoke(main, [*base, "--out", str(tmp_path / "o.parquet")]).exit_code == 0
+    out = tmp_path / f"o{suffix}"
+    result = CliRunner().invoke(main, [*base, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = pl.read_csv(out) if suffix == ".csv" else pl.read_ndjson(out)
+    expected = pl.read_parquet(tmp_path / "o.parquet")
+    assert written.columns == expected.columns and written.height == 4
+    assert written["label"].to_list() == expected["label"].to_list()  # the empty text: null in both
+    assert np.allclose(written["confidence"].fill_null(-1).to_numpy(), expected["confidence"].fill_null(-1).to_numpy())
+    again = CliRunner().invoke(main, [*base, "--out", str(out)])
+    assert again.exit_code == 0 and "is already complete" in again.output

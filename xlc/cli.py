@@ -307,7 +307,8 @@ def list_selectors(as_json: bool) -> None:
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
               help="Texts to score (Parquet, CSV, JSONL); with --engine ray also a folder or a glob.")
 @click.option("--out", "--output", "output_path", type=click.Path(path_type=Path), required=True,
-              help="Scores as Parquet: one file, or with --engine ray a folder of parts.")
+              help="Scores as one Parquet, CSV or JSONL file (by its suffix), or with --engine ray a folder "
+                   "of Parquet parts.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
 @BATCH_SIZE_OPTION

@@ -41,17 +41,16 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
             raise files.write_error(job.output, exc) from None
         wanted = job.fingerprint(model_dir, [Path(job.input)], ENGINE, chunk_size=job.chunk_size)
         if _already_scored(job, wanted):  # a finished re-run: said, not redone
-            per_class, empty_texts = shared.tally(pl.scan_parquet(job.output))
+            per_class, empty_texts = shared.tally(_scan_output(job.output))
             return ScoreSummary(total, time.perf_counter() - start, per_class, empty_texts, 0, job.output,
                                 complete=True)
         scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
         scorer.max_length_for(job.max_length)  # refused before any part is written
         rows = shared.id_and_text(data.scan_table(job.input), job.text_column, job.id_column).drop("_row")
-        stamp = {FINISHED_KEY: json.dumps(wanted, sort_keys=True)}
         if not total:
             _check_output(job)
             empty = pl.DataFrame(schema=shared.output_schema(rows.collect_schema()["id"], scorer.classes))
-            data.write_with(job.output, lambda tmp: empty.write_parquet(tmp, metadata=stamp))
+            _write_output(empty.lazy(), job.output, wanted)
             return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
         parts = _prepare_parts(job, wanted)
         done, resumed = 0, 0
@@ -71,22 +70,48 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
             raise data.read_error(job.input, exc) from None
         all_parts = pl.scan_parquet(parts / "part-*.parquet")
         per_class, empty_texts = shared.tally(all_parts)
-        data.write_with(job.output, lambda tmp: all_parts.sink_parquet(tmp, metadata=stamp))
+        _write_output(all_parts, job.output, wanted)
         shutil.rmtree(parts)
     return ScoreSummary(done, time.perf_counter() - start, per_class, empty_texts, resumed, job.output)
 
 
 FINISHED_KEY = "xlc.score"
-"""The Parquet metadata key of a finished output: the fingerprint of the job that wrote it."""
+"""The key of a finished output's fingerprint: Parquet metadata, or the JSON file beside a CSV/JSONL output."""
+OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _stamp_file(output: Path) -> Path:
+    """Beside a CSV or JSONL output: the fingerprint of the job that wrote it (Parquet keeps it inside)."""
+    return output.with_name(f".{output.name}.xlc.json")
+
+
+def _write_output(rows: pl.LazyFrame, output: Path, wanted: dict) -> None:
+    """The final output in the format its suffix names, with the job's fingerprint."""
+    stamp = json.dumps(wanted, sort_keys=True)
+    kind = OUTPUT_FORMATS[output.suffix.lower()]
+    if kind == "parquet":
+        data.write_with(output, lambda tmp: rows.sink_parquet(tmp, metadata={FINISHED_KEY: stamp}))
+        return
+    sink = rows.sink_csv if kind == "csv" else rows.sink_ndjson
+    data.write_with(output, sink)
+    files.write_json(_stamp_file(output), {FINISHED_KEY: stamp})
+
+
+def _scan_output(output: Path) -> pl.LazyFrame:
+    kind = OUTPUT_FORMATS[output.suffix.lower()]
+    return {"parquet": pl.scan_parquet, "csv": pl.scan_csv, "jsonl": pl.scan_ndjson}[kind](output)
 
 
 def _already_scored(job: ScoreJob, wanted: dict) -> bool:
     """Whether --out is a finished output of this very job (same model, input and options)."""
-    if job.overwrite or not job.output.is_file():
+    if job.overwrite or not job.output.is_file() or job.output.suffix.lower() not in OUTPUT_FORMATS:
         return False
     try:
-        found = pl.read_parquet_metadata(job.output).get(FINISHED_KEY)
-    except (OSError, pl.exceptions.PolarsError):
+        if OUTPUT_FORMATS[job.output.suffix.lower()] == "parquet":
+            found = pl.read_parquet_metadata(job.output).get(FINISHED_KEY)
+        else:
+            found = json.loads(_stamp_file(job.output).read_text(encoding="utf-8")).get(FINISHED_KEY)
+    except (OSError, ValueError, AttributeError, pl.exceptions.PolarsError):
         return False
     return found == json.dumps(wanted, sort_keys=True)
 
@@ -95,9 +120,10 @@ def _check_output(job: ScoreJob) -> None:
     if job.output.exists() and not job.overwrite:
         raise XlcError(f"--out {job.output} exists; pass --overwrite to replace it")
     if job.output.is_dir():
-        raise XlcError(f"--out {job.output} is a folder; name a *.parquet file")
-    if job.output.suffix.lower() not in (".parquet", ".pq"):
-        raise XlcError(f"--out {job.output}: scores are written as Parquet; name it *.parquet")
+        raise XlcError(f"--out {job.output} is a folder; name a *.parquet, *.csv or *.jsonl file")
+    if job.output.suffix.lower() not in OUTPUT_FORMATS:
+        raise XlcError(f"--out {job.output}: scores are written as Parquet, CSV or JSONL; name it *.parquet, "
+                       f"*.csv or *.jsonl")
 
 
 def _prepare_parts(job: ScoreJob, wanted: dict) -> Path:
