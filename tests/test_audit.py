@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -105,3 +109,31 @@ def test_checked_texts_join_the_labeled_set_with_extra_train(tiny_model, small_f
     run = xlc.selftrain(**small_files, model=str(tiny_model), out=tmp_path / "run", extra_train=str(extra),
                         epochs=1, batch_size=16, max_length=32, max_rounds=0)
     assert run.report["rounds"][0]["labeled"] == pl.read_parquet(small_files["train"]).height + 12
+
+
+LABEL_STUDIO_SDK = Path(sys.prefix) / "label-studio-sdk"  # installed apart by `make install` (see Makefile)
+VALIDATE = """
+import json, sys
+from label_studio_sdk.label_interface import LabelInterface
+interface = LabelInterface(open(sys.argv[1]).read())
+interface.validate()
+tasks = json.load(open(sys.argv[2]))
+wrong = {"result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["nope"]}}]}
+print(json.dumps({"errors": [e for t in tasks for p in t["predictions"]
+                             for e in interface.validate_prediction(p, return_errors=True)],
+                  "wrong": interface.validate_prediction(wrong, return_errors=True)}))
+"""
+
+
+@pytest.mark.skipif(not LABEL_STUDIO_SDK.is_dir(), reason=f"Label Studio's SDK is not installed in "
+                    f"{LABEL_STUDIO_SDK} (`make install` puts it there)")
+def test_label_studios_own_sdk_accepts_the_config_and_the_pre_annotations(run_dir, tmp_path):
+    out = tmp_path / "audit"
+    assert CliRunner().invoke(main, ["audit", str(run_dir), "--n", "30", "--out", str(out)]).exit_code == 0
+    checked = subprocess.run(
+        [sys.executable, "-c", VALIDATE, str(out / audit.LABEL_STUDIO_CONFIG), str(out / audit.LABEL_STUDIO_FILE)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(LABEL_STUDIO_SDK)}, timeout=300)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    found = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert found["errors"] == []
+    assert found["wrong"] and "valid labels" in found["wrong"][0]  # the validator does reject bad labels
