@@ -24,7 +24,7 @@ from xlc.scoring import ray as ray_engine
 from xlc.scoring.ray import RayOptions, plan_resources, read_scores, score_files
 
 TOLERANCE = {"check_exact": False, "abs_tol": 1e-5, "rel_tol": 0}
-ROWS = 15_000
+ROWS = 6_000
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,9 @@ def folder(tmp_path_factory, demo_frame) -> tuple[Path, Path]:
     texts = demo_frame.sample(ROWS, seed=5, with_replacement=True)["text"].to_list()
     texts[3], texts[10], texts[400] = None, "   ", ""
     frame = pl.DataFrame({"text": texts, "other": range(ROWS)})
-    frame.slice(0, 6000).write_parquet(inputs / "a.parquet")
-    frame.slice(6000, 4000).write_csv(inputs / "b.csv")
-    frame.slice(10_000).write_ndjson(inputs / "c.jsonl")
+    frame.slice(0, 2500).write_parquet(inputs / "a.parquet")
+    frame.slice(2500, 1500).write_csv(inputs / "b.csv")
+    frame.slice(4000).write_ndjson(inputs / "c.jsonl")
     (inputs / "_notes.parquet").write_bytes(b"not a table")  # skipped, as Spark and Arrow do
     whole = pl.concat([data.read_table(p).select("text") for p in sorted(inputs.glob("[abc].*"))])
     whole.write_parquet(root / "whole.parquet")
