@@ -262,9 +262,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/methods"))
+def screen_arguments(p: argparse.ArgumentParser, out: str, epochs: int, rounds: int) -> None:
+    """The options every screen on `Screen` shares (this one and benchmarks/nodev.py)."""
+    p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--data", type=Path, default=DATA, help="the shared data sets' folder")
     p.add_argument("--sets", default=",".join(s.name for s in SETS))
     p.add_argument("--seeds", default="0,1,2")
@@ -274,12 +274,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--distill-epochs", type=int, default=2)
     p.add_argument("--epoch-patience", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--device", default="cpu", choices=model.DEVICES, help="where to train and predict")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    screen_arguments(p, "benchmarks/results/methods", epochs=6, rounds=2)
     p.add_argument("--methods", default="soft", help="distillation variants besides zero-shot, balanced and "
                    "control: soft, hard, soft2")
     args = p.parse_args()

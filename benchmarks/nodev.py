@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from methods import DATA, SETS, Screen, balanced, bootstrap  # noqa: E402
+from methods import SETS, Screen, balanced, bootstrap, screen_arguments  # noqa: E402
 
 from xlc import data as data_mod  # noqa: E402
 from xlc import model  # noqa: E402
@@ -183,25 +183,11 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/nodev"))
-    p.add_argument("--data", type=Path, default=DATA, help="the shared data sets' folder")
-    p.add_argument("--sets", default="en2zh_sentiment,sib200_mldoc8,xlm_t_sentiment")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--model", default="multilingual-e5-small")
-    p.add_argument("--train-layers", type=int, default=2)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--distill-epochs", type=int, default=2)
-    p.add_argument("--epoch-patience", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
+    screen_arguments(p, "benchmarks/results/nodev", epochs=5, rounds=3)
+    p.set_defaults(sets="en2zh_sentiment,sib200_mldoc8,xlm_t_sentiment")
     p.add_argument("--pool", type=int, default=800, help="pool texts per target language, at most")
     p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
     p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--device", default="cpu", choices=model.DEVICES)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

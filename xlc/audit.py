@@ -81,7 +81,7 @@ def _allocate(sizes: np.ndarray, n: int) -> np.ndarray:
 def write_sample(chosen: pl.DataFrame, out: Path, classes: Sequence[str]) -> list[Path]:
     """audit.csv, the Label Studio tasks and its labeling config, in `out` (made by xlc)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not files.is_marked(out):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and files.marked_kind(out) != "audit":
         raise XlcError(f"--out {out}: exists and is not an earlier `xlc audit` folder; choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
     files.mark(out, "audit")
