@@ -560,8 +560,9 @@ def _compare(run_dirs: Sequence[Path], as_json: bool) -> None:
         return
     console = stdout_console()
     classes = ", ".join(result["runs"][0]["classes"])
-    console.print(_table("runs", ("run", "selector", "delivered round (rule)", "test acc %",
-                                  f"pseudo-labels ({classes})"), compare.run_rows(result)))
+    console.print(_table(f"runs (pseudo-labels per class: {classes})",
+                         ("run", "selector", "delivered round (rule)", "test acc %", "pseudo-labels per class"),
+                         compare.run_rows(result)))
     columns, rows = compare.round_rows(result)
     console.print(_table("accuracy % per round (runs numbered as listed)", columns, rows))
     console.print(_table(f"test accuracy of each run minus {result['runs'][0]['run']} (points; paired bootstrap "
