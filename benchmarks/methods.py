@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,17 +289,24 @@ def main() -> None:
     p.add_argument("--methods", default="soft", help="distillation variants besides zero-shot, balanced and "
                    "control: soft, hard, soft2")
     args = p.parse_args()
+    run_screens("methods.py", args, [s for s in SETS if s.name in args.sets.split(",")],
+                lambda spec: Screen(spec, args), summarise, markdown)
+
+
+def run_screens(script: str, args: argparse.Namespace, specs: list[Set], make_screen: Callable[[Set], Screen],
+                summarise: Callable[[Screen, dict[int, dict]], dict], markdown: Callable[[dict], str]) -> None:
+    """Screen each data set of `specs`, seed by seed; after every seed, `args.out` (.json and .md) is
+    rewritten with everything so far, so a stopped screen keeps its finished seeds."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result: dict = {"command": "python benchmarks/methods.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "threads", "device", "data")),
+    skip = ("out", "threads", "device", "data")
+    result: dict = {"command": f"python benchmarks/{script} " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip),
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("threads", "data")}, "datasets": {}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for spec in SETS:
-        if spec.name not in args.sets.split(","):
-            continue
-        screen = Screen(spec, args)
+    for spec in specs:
+        screen = make_screen(spec)
         runs = {}
         for seed in (int(s) for s in args.seeds.split(",")):
             runs[seed] = screen.run_seed(seed)

@@ -34,13 +34,13 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from methods import SETS, Screen, balanced, bootstrap, screen_arguments  # noqa: E402
+from methods import SETS, Screen, balanced, bootstrap, run_screens, screen_arguments  # noqa: E402
 
 from xlc import data as data_mod  # noqa: E402
 from xlc import model  # noqa: E402
@@ -189,27 +189,9 @@ def main() -> None:
     p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
     p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    skip = ("out", "threads", "device", "data")
-    result: dict = {"command": "python benchmarks/nodev.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip),
-        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("threads", "data")}, "datasets": {}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for spec in (s for name in args.sets.split(",") for s in SETS if s.name == name):
-        screen = NoDevScreen(spec.__class__(**{**spec.__dict__, "pool": args.pool}), args)
-        runs = {}
-        for seed in (int(s) for s in args.seeds.split(",")):
-            runs[seed] = screen.run_seed(seed)
-            result["datasets"][spec.name] = summarise(screen, runs, args.stable)
-            result["minutes"] = (time.perf_counter() - start) / 60
-            result["machine"] = (torch.cuda.get_device_name() if screen.device.type == "cuda"
-                                 else f"{torch.get_num_threads()} torch threads")
-            args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-            args.out.with_suffix(".md").write_text(markdown(result))
-        del screen
-    log.info("done in %.1f min", (time.perf_counter() - start) / 60)
+    specs = [replace(spec, pool=args.pool) for name in args.sets.split(",") for spec in SETS if spec.name == name]
+    run_screens("nodev.py", args, specs, lambda spec: NoDevScreen(spec, args),
+                lambda screen, runs: summarise(screen, runs, args.stable), markdown)
 
 
 if __name__ == "__main__":
