@@ -90,6 +90,9 @@ def load(spec: Set, data: Path = DATA) -> dict[str, pl.DataFrame]:
 class Screen:
     """One data set: its splits, the shared lower-layer features, and the runs."""
 
+    select_on = "dev"
+    """The split whose accuracy chooses each training's best epoch."""
+
     def __init__(self, spec: Set, args: argparse.Namespace) -> None:
         self.spec, self.args = spec, args
         self.parts = load(spec, args.data)
@@ -122,7 +125,8 @@ class Screen:
         if self.lower:
             self.lower.clf = clf
         return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps),
-                               dev=(self.parts["dev"]["text"].to_list(), self.y("dev")), lower=self.lower)
+                               dev=(self.parts[self.select_on]["text"].to_list(), self.y(self.select_on)),
+                               lower=self.lower)
 
     def probs(self, clf: model.Classifier, role: str) -> np.ndarray:
         if self.lower:

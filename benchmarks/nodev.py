@@ -53,17 +53,12 @@ RULES = ("round0", "fixed", "english-dev", "stable", "target-dev", "oracle")
 class NoDevScreen(Screen):
     """A method screen whose epochs are chosen on an English dev split held out from the training set."""
 
+    select_on = "endev"
+
     def __init__(self, spec, args: argparse.Namespace) -> None:
         super().__init__(spec, args)
         train, endev = data_mod.split_dev(self.parts["train"], args.dev_share, seed=0)
         self.parts["train"], self.parts["endev"] = train, endev
-
-    def train(self, clf: model.Classifier, texts: list[str], labels: np.ndarray, seed: int,
-              epochs: int, max_steps: int | None = None) -> model.TrainResult:
-        if self.lower:
-            self.lower.clf = clf
-        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps),
-                               dev=(self.parts["endev"]["text"].to_list(), self.y("endev")), lower=self.lower)
 
     def observe(self, clf: model.Classifier, steps: int) -> dict:
         """What a round leaves: test predictions, both dev accuracies, the pool's probabilities."""
