@@ -100,6 +100,13 @@ def test_audit_refuses_a_folder_it_did_not_write_and_unknown_gold_labels(run_dir
                   "gold": ["negative"]}).write_csv(bad)
     result = CliRunner().invoke(main, ["audit", str(run_dir), "--import", str(bad)])
     assert result.exit_code != 0 and "gold label(s) ['negative'] are not classes of the run" in result.output
+    good = tmp_path / "good.csv"
+    pl.DataFrame({"audit_id": [0], "lang": ["de"], "text": ["x"], "pseudo_label": ["neg"],
+                  "gold": ["pos"]}).write_csv(good)
+    (tmp_path / "checked_gold.csv").write_text("my own file")  # where the gold would go by default
+    result = CliRunner().invoke(main, ["audit", str(run_dir), "--import", str(good)])
+    assert result.exit_code != 0 and "exists and xlc did not write it" in result.output
+    assert (tmp_path / "checked_gold.csv").read_text() == "my own file"
 
 
 def test_checked_texts_join_the_labeled_set_with_extra_train(tiny_model, small_files, tmp_path):

@@ -168,6 +168,12 @@ def _wilson(k: int, n: int) -> dict:
 
 
 def write_gold(checked: pl.DataFrame, path: Path) -> Path:
-    """The checked texts as labeled data (text, label, lang) for `xlc selftrain --extra-train`."""
+    """The checked texts as labeled data (text, label, lang) for `xlc selftrain --extra-train`.
+
+    An existing file is replaced only inside an `xlc audit` folder (an earlier import wrote it there).
+    """
+    path = Path(path)
+    if path.exists() and files.marked_kind(path.parent) != "audit":
+        raise XlcError(f"--gold-out {path} exists and xlc did not write it; choose another --gold-out")
     data.write_with(path, checked.select("text", pl.col("gold").alias("label"), "lang").write_csv)
     return path
