@@ -186,7 +186,7 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, as
     folder = RunDir(Path(config.out))
     if finished(config):  # a re-run of a finished run: said, not refused
         if as_json:
-            _echo_run(folder, json.loads(folder.report.read_text(encoding="utf-8")), finished_before=True)
+            _echo_run(folder, report.read(folder.path), finished_before=True)
             return
         click.echo(f"--out {config.out}: already holds this run, finished (same settings, data and model); "
                    f"nothing to do")

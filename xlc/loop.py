@@ -258,7 +258,7 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
 def load_result(out: Path) -> RunResult:
     """The result of the finished run in `out`, read back from its report and pseudo-labels."""
     run = RunDir(Path(out))
-    summary = json.loads(run.report.read_text(encoding="utf-8"))
+    summary = report.read(run.path)
     return RunResult(
         out=run.path, rounds=report.rounds_frame(summary["rounds"]),
         pseudo_labels=pl.read_parquet(run.pseudo_labels), best_round=summary["best_round"], best_model=run.best,

@@ -115,7 +115,8 @@ def resolve_base(model: str) -> tuple[Path, str]:
         raise XlcError(f"--model {model!r}: a file, not a model folder; {fix}")
     if not (path / "config.json").is_file():
         raise XlcError(f"--model {model!r}: not a local Hugging Face model folder (no config.json in {path}); {fix}")
-    return path, prompt_prefix(path) if prompt_prefix(path) is not None else default_prefix(model)
+    prompt = prompt_prefix(path)
+    return path, prompt if prompt is not None else default_prefix(model)
 
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
