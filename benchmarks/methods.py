@@ -113,18 +113,21 @@ class Screen:
     def y(self, role: str) -> np.ndarray:
         return np.array([self.index.get(c, -1) for c in self.parts[role]["label"].to_list()])
 
-    def settings(self, seed: int, epochs: int, max_steps: int | None = None) -> model.TrainSettings:
+    def settings(self, seed: int, epochs: int, max_steps: int | None = None,
+                 patience: int | None = None) -> model.TrainSettings:
         a = self.args
         return model.TrainSettings(epochs=epochs, batch_size=a.batch_size, max_length=a.max_length, lr=a.lr,
                                    head_lr=a.head_lr, seed=seed, max_steps=max_steps,
-                                   epoch_patience=a.epoch_patience, train_layers=a.train_layers,
+                                   epoch_patience=a.epoch_patience if patience is None else patience,
+                                   train_layers=a.train_layers,
                                    device=a.device)
 
     def train(self, clf: model.Classifier, texts: list[str], labels: np.ndarray, seed: int,
-              epochs: int, max_steps: int | None = None) -> model.TrainResult:
+              epochs: int, max_steps: int | None = None, patience: int | None = None) -> model.TrainResult:
+        """Fine-tune `clf` in place, keeping its best epoch on `select_on` (`patience`: the screen's)."""
         if self.lower:
             self.lower.clf = clf
-        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps),
+        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps, patience),
                                dev=(self.parts[self.select_on]["text"].to_list(), self.y(self.select_on)),
                                lower=self.lower)
 

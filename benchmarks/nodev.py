@@ -38,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import SETS, Screen, balanced, bootstrap, run_screens, screen_arguments  # noqa: E402
@@ -68,34 +69,51 @@ class NoDevScreen(Screen):
 
     def run_seed(self, seed: int) -> dict:
         a, en = self.args, self.parts["train"]
+        methods = a.methods.split(",")
         en_texts, en_y = en["text"].to_list(), self.y("train")
         pool_texts = self.parts["pool"]["text"].to_list()
         clock = time.perf_counter()
         teacher = self.fresh()
         r0 = self.train(teacher, en_texts, en_y, seed, a.epochs)
         first = self.observe(teacher, r0.steps)
-        runs = {"balanced": [first], "soft": [first]}
+        start = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+        runs = {"balanced": [first]}
         remaining = np.ones(len(pool_texts), dtype=bool)
-        pools = [remaining.copy()]
+        pools = {"balanced": [remaining.copy()]}
         clf, labeled_t, labeled_y, probs = teacher, list(en_texts), list(en_y), first["pool_probs"]
+        round_steps = []
         for rnd in range(1, a.rounds + 1):
             chosen = balanced(probs, remaining, self.spec.kt)
             remaining[chosen] = False
             labeled_t += [pool_texts[i] for i in chosen]
             labeled_y += [int(probs[i].argmax()) for i in chosen]
             res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, a.epochs)
+            round_steps.append(res.steps)
             runs["balanced"].append(self.observe(clf, runs["balanced"][-1]["steps"] + res.steps))
-            pools.append(remaining.copy())
+            picked = probs[chosen].argmax(1)
+            precision = float(np.mean(picked == self.y("pool")[chosen])) if len(chosen) else None
+            runs["balanced"][-1] |= {"pseudo_precision": precision,
+                                     "pseudo_counts": np.bincount(picked, minlength=len(self.classes)).tolist()}
+            pools["balanced"].append(remaining.copy())
             probs = runs["balanced"][-1]["pool_probs"]
-        student = self.fresh()
-        labels = np.concatenate([np.eye(len(self.classes))[en_y], first["pool_probs"]]).astype(np.float32)
-        res = self.train(student, en_texts + pool_texts, labels, seed + 100, a.distill_epochs)
-        runs["soft"].append(self.observe(student, r0.steps + res.steps))
+        if "control" in methods:
+            # the same rounds on English alone: warm start, each round as many steps as balanced's
+            clf.model.load_state_dict(start)
+            runs["control"] = [first]
+            for rnd, steps in enumerate(round_steps, start=1):
+                res = self.train(clf, en_texts, en_y, seed + rnd, a.epochs, max_steps=steps, patience=0)
+                runs["control"].append(self.observe(clf, runs["control"][-1]["steps"] + res.steps))
+            pools["control"] = [pools["balanced"][0]] * len(runs["control"])
+        if "soft" in methods:
+            student = self.fresh()
+            labels = np.concatenate([np.eye(len(self.classes))[en_y], first["pool_probs"]]).astype(np.float32)
+            res = self.train(student, en_texts + pool_texts, labels, seed + 100, a.distill_epochs)
+            runs["soft"] = [first, self.observe(student, r0.steps + res.steps)]
+            pools["soft"] = [pools["balanced"][0]] * 2
         shares = np.bincount(en_y, minlength=len(self.classes)) / len(en_y)
         for name, rounds in runs.items():
-            masks = pools if name == "balanced" else [pools[0], pools[0]]
             runs[name] = [_signals(r, prev, mask, shares) for r, prev, mask in
-                          zip(rounds, [None, *rounds[:-1]], masks, strict=True)]
+                          zip(rounds, [None, *rounds[:-1]], pools[name], strict=True)]
         log.info("%s seed %d done in %.0f s", self.spec.name, seed, time.perf_counter() - clock)
         return runs
 
@@ -132,22 +150,56 @@ def choose(rule: str, rounds: list[dict], gold: np.ndarray, stable: float) -> in
 
 def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict:
     gold = screen.y("test")
-    out: dict = {"sizes": {k: v.height for k, v in screen.parts.items()}, "methods": {}}
+    out: dict = {"sizes": {k: v.height for k, v in screen.parts.items()}, "methods": {}, "bootstrap": {}}
+    picks: dict[str, dict[str, list[np.ndarray]]] = {}
     for method in next(iter(runs.values())):
-        per_rule, picks = {}, {}
+        per_rule, picks[method] = {}, {}
         for rule in rules(max(len(runs[s][method]) for s in runs) - 1):
             chosen = [choose(rule, runs[s][method], gold, stable) for s in runs]
-            picks[rule] = [np.array(runs[s][method][i]["test_pred"]) for s, i in zip(runs, chosen, strict=True)]
-            per_rule[rule] = {"rounds": chosen, "accuracy": [100 * float(np.mean(p == gold)) for p in picks[rule]]}
-            per_rule[rule]["mean"] = float(np.mean(per_rule[rule]["accuracy"]))
+            preds = [np.array(runs[s][method][i]["test_pred"]) for s, i in zip(runs, chosen, strict=True)]
+            picks[method][rule] = preds
+            per_rule[rule] = {"rounds": chosen, "accuracy": [100 * float(np.mean(p == gold)) for p in preds],
+                              "macro_f1": [100 * float(f1_score(gold, p, average="macro")) for p in preds]}
+            per_rule[rule] |= {"mean": float(np.mean(per_rule[rule]["accuracy"])),
+                               "macro_f1_mean": float(np.mean(per_rule[rule]["macro_f1"]))}
         out["methods"][method] = {
             "rules": per_rule,
             "rounds": {s: [r | {"test_accuracy": 100 * float(np.mean(np.array(r["test_pred"]) == gold))}
                            for r in runs[s][method]] for s in runs},  # test_pred kept: rules can be added later
-            "bootstrap": {f"{rule} - round0": bootstrap(gold, picks[rule], picks["round0"])
+            "bootstrap": {f"{rule} - round0": bootstrap(gold, picks[method][rule], picks[method]["round0"])
                           for rule in per_rule if rule != "round0"},
         }
+    if "control" in picks:
+        last = f"fixed-{screen.args.rounds}"
+        # what `xlc selftrain` does without --dev: balanced, the last of --max-rounds rounds
+        out["bootstrap"]["default - control"] = bootstrap(gold, picks["balanced"][last], picks["control"][last])
+        for rule in ("english-dev", "target-dev", "oracle"):
+            out["bootstrap"][f"balanced - control ({rule})"] = bootstrap(
+                gold, picks["balanced"][rule], picks["control"][rule])
+        out["bootstrap"]["control - round0"] = out["methods"]["control"]["bootstrap"][f"{last} - round0"]
     return out
+
+
+def headline(result: dict) -> list[str]:
+    """The default (balanced, last round) against the same-compute control and round 0, per data set."""
+    rounds = int(result["settings"]["rounds"])
+    last = f"fixed-{rounds}"
+    lines = [f"| data set | round 0 | control ({last}) | default ({last}) | default − control | "
+             "default − round 0 | control − round 0 | macro-F1 round 0 / control / default | pseudo prec. |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, ds in result["datasets"].items():
+        if "default - control" not in ds.get("bootstrap", {}):
+            continue
+        bal, ctl = ds["methods"]["balanced"], ds["methods"]["control"]
+        ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]"  # noqa: E731
+        prec = [r["pseudo_precision"] for rs in bal["rounds"].values() for r in rs[1:]]
+        prec = [x for x in prec if x is not None]
+        lines.append(f"| {name} | {bal['rules']['round0']['mean']:.1f} | {ctl['rules'][last]['mean']:.1f} | "
+                     f"{bal['rules'][last]['mean']:.1f} | {ci(ds['bootstrap']['default - control'])} | "
+                     f"{ci(bal['bootstrap'][f'{last} - round0'])} | {ci(ds['bootstrap']['control - round0'])} | "
+                     f"{bal['rules']['round0']['macro_f1_mean']:.1f} / {ctl['rules'][last]['macro_f1_mean']:.1f}"
+                     f" / {bal['rules'][last]['macro_f1_mean']:.1f} | {100 * np.mean(prec):.1f}% |")
+    return lines
 
 
 def markdown(result: dict) -> str:
@@ -156,6 +208,13 @@ def markdown(result: dict) -> str:
              f"- wall time: {result['minutes']:.1f} min on {result['machine']}", "",
              "Target test accuracy (%) of the round each rule delivers, mean over seeds (rounds chosen per "
              "seed in brackets); paired bootstrap difference to round 0 in points, 95% interval.", ""]
+    if any("default - control" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
+        lines += ["## The default against the same-compute control", "",
+                  "*default*: `balanced`, the last round, as `xlc selftrain` delivers without --dev. *control*: "
+                  "the same rounds on English alone (warm start, each round as many optimiser steps as the "
+                  "default's). Test accuracy and macro-F1 (%), mean of the seeds; differences: paired bootstrap, "
+                  "seeds pooled, 95% interval; pseudo prec.: the share of correct pseudo-labels over all rounds.",
+                  "", *headline(result), ""]
     for name, ds in result["datasets"].items():
         lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
         for method, m in ds["methods"].items():
@@ -173,6 +232,11 @@ def markdown(result: dict) -> str:
                                  f"{100 * r['endev_accuracy']:.1f} | {changed} | {r['confidence']:.3f} | "
                                  f"{r['share_distance']:.3f} |")
             lines.append("")
+        if ds.get("bootstrap"):
+            lines += ["| comparison | diff | 95% CI |", "|---|---|---|"]
+            lines += [f"| {k} | {b['diff']:+.1f} | [{b['low']:+.1f}, {b['high']:+.1f}] |"
+                      for k, b in ds["bootstrap"].items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -183,6 +247,8 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=800, help="pool texts per target language, at most")
     p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
     p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
+    p.add_argument("--methods", default="control", help="besides balanced: control (the same rounds on English "
+                   "alone, as many steps), soft (one round of soft self-distillation)")
     args = p.parse_args()
     specs = [replace(spec, pool=args.pool) for name in args.sets.split(",") for spec in SETS if spec.name == name]
     run_screens("nodev.py", args, specs, lambda spec: NoDevScreen(spec, args),
