@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
-from xlc import default_model, modeling_xlc
+from xlc import default_model, modeldir, modeling_xlc
 from xlc.config import DEFAULTS, SelfTrainConfig
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import META_FILE, read_meta, write_meta
@@ -230,8 +230,11 @@ def _load_error(path: Path, what: str, exc: BaseException) -> XlcError:
 
 
 def load_tokenizer(path: Path):
+    """The folder's transformers tokenizer, loaded once per process and content of its tokenizer
+    files (every round's folder holds the same ones): callers share it and must not change it."""
     _quiet_transformers()
-    return AutoTokenizer.from_pretrained(path)
+    key = modeldir.content_key(Path(path), (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json"))
+    return modeldir.shared("transformers", key, lambda: AutoTokenizer.from_pretrained(path))
 
 
 def from_base(model: str, classes: Sequence[str], text_prefix: str | None = None) -> Classifier:

@@ -10,9 +10,13 @@ Kept free of torch and transformers so that scoring starts fast and small.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from xlc import files
 from xlc.errors import XlcError
@@ -72,17 +76,10 @@ class FastTokenizer:
     """The folder's tokenizer.json through the `tokenizers` library (same ids as transformers)."""
 
     def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
         file = path / "tokenizer.json"
         if not file.is_file():
             raise XlcError(f"{file} not found; the model folder needs a fast tokenizer (tokenizer.json)")
-        try:
-            self.backend = Tokenizer.from_file(str(file))
-        except Exception as exc:  # the tokenizers library raises its own, untyped errors
-            raise XlcError(f"{file}: not a tokenizer the tokenizers library can read ({exc}); the model "
-                           f"folder is damaged: export it again") from None
-        self.backend.no_padding()
+        self.backend, self.lock = shared("tokenizers", content_key(path, ("tokenizer.json",)), lambda: _parse(file))
         self.pad_token_id = self._pad_id(path)
 
     def _pad_id(self, path: Path) -> int:
@@ -98,5 +95,51 @@ class FastTokenizer:
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids with special tokens, truncated to `max_length`, unpadded."""
-        self.backend.enable_truncation(max_length)
-        return [e.ids for e in self.backend.encode_batch(list(texts))]
+        with self.lock:  # the parsed tokenizer is shared (`shared`); truncation is its state
+            self.backend.enable_truncation(max_length)
+            return [e.ids for e in self.backend.encode_batch(list(texts))]
+
+
+def content_key(folder: Path, names: Sequence[str]) -> str:
+    """A digest of the named files of `folder` that exist: equal for byte-identical copies (every
+    round's model folder holds the same tokenizer), different when any byte differs."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in names:
+        file = folder / name
+        if file.is_file():
+            digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+_SHARED: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(kind: str, key: str, load: Callable[[], Any]) -> Any:
+    """`load()` once per process for each `kind` and content `key`, the 4 last used kept: every
+    round's folder holds the same tokenizer, and parsing a 250k-piece vocabulary takes seconds
+    where hashing its files (`content_key`) takes milliseconds. Callers share what comes back."""
+    with _SHARED_LOCK:
+        if (kind, key) in _SHARED:
+            _SHARED.move_to_end((kind, key))
+            return _SHARED[kind, key]
+    value = load()
+    with _SHARED_LOCK:
+        _SHARED[kind, key] = value
+        while len(_SHARED) > 4:
+            _SHARED.popitem(last=False)
+    return value
+
+
+def _parse(file: Path) -> tuple[Any, threading.Lock]:
+    """tokenizer.json through the tokenizers library, with the lock that guards its settings."""
+    from tokenizers import Tokenizer
+
+    try:
+        backend = Tokenizer.from_file(str(file))
+    except Exception as exc:  # the tokenizers library raises its own, untyped errors
+        raise XlcError(f"{file}: not a tokenizer the tokenizers library can read ({exc}); the model "
+                       f"folder is damaged: export it again") from None
+    backend.no_padding()
+    return backend, threading.Lock()
