@@ -213,12 +213,17 @@ def _echo_run(folder: RunDir, summary: dict, finished_before: bool) -> None:
                            **summary}, indent=2))
 
 
+PER_CLASS_WIDTH = 32
+"""The round table's per-class cell in a terminal: lines of class-count pairs at most this wide."""
+
+
 def print_rounds(summary: dict) -> None:
     """The round-by-round table on stdout."""
     from xlc.report import COLUMNS, table_rows
 
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
-    table = _table(title, COLUMNS, table_rows(summary["rounds"]), left=COLUMNS.index("per class"))
+    rows = table_rows(summary["rounds"], per_class_width=PER_CLASS_WIDTH)
+    table = _table(title, COLUMNS, rows, left=COLUMNS.index("per class"))
     stdout_console().print(table)
 
 
