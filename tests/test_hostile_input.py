@@ -331,13 +331,13 @@ def test_load_refuses_bad_options(tiny_onnx, options, says):
 
 @pytest.mark.parametrize("texts, says", [
     (pl.DataFrame({"text": ["a"], "label": ["x"], "gold": ["y"]}), "both 'label' and 'gold'"),
-    (pl.DataFrame({"text": ["a"], "body": ["b"]}), "has a 'text' column besides text_column='body'"),
+    (pl.DataFrame({"text": ["a"], "confidence": [0.5]}), "input column 'confidence' clashes with the prediction "
+                                                         "column 'confidence'; rename or drop it"),
     (["ein Text", 3], "text #1 is a int, not a string"),
 ])
 def test_score_api_refuses_ambiguous_or_non_text_input(tiny_onnx, texts, says):
     with pytest.raises(XlcError, match=says):
-        xlc.score(tiny_onnx, texts, text_column="body" if isinstance(texts, pl.DataFrame)
-                  and "body" in texts.columns else "text")
+        xlc.score(tiny_onnx, texts)
 
 
 def test_errors_that_are_not_about_disk_space_do_not_advise_freeing_space(tiny_model, tmp_path):

@@ -83,7 +83,7 @@ def test_load_scores_at_the_length_the_model_was_trained_with(model_16, texts, a
     clf = xlc.load(model_16)
     assert clf.max_length_ == TRAINED
     assert np.allclose(clf.predict_proba(texts), at(TRAINED), atol=1e-6)
-    assert np.allclose(np.stack(xlc.score(model_16, texts)["probs"].to_list()), at(TRAINED), atol=1e-6)
+    assert np.allclose(_probs(xlc.score(model_16, texts)), at(TRAINED), atol=1e-6)
 
 
 def test_score_command_scores_at_the_length_the_model_was_trained_with(model_16, texts, at, tmp_path):

@@ -102,6 +102,27 @@ def test_a_killed_job_resumes_and_matches_the_local_engine(local_ray, tiny_onnx,
         score_files(ScoreJob(tiny_onnx, inputs, out, chunk_size=500, max_length=16))
 
 
+def test_kept_columns_reach_the_ray_output_as_the_local_engine_writes_them(local_ray, tiny_onnx, demo_frame,
+                                                                          tmp_path):
+    rows = demo_frame.sample(30, seed=11)
+    texts = rows["text"].to_list()
+    texts[4], texts[12] = None, "  "  # in the Parquet file: CSV would not keep None and "" apart
+    frame = pl.DataFrame({"text": texts, "lang": rows["lang"], "label": rows["label"]},
+                         schema_overrides={"text": pl.String})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    frame.slice(0, 18).write_parquet(inputs / "a.parquet")
+    frame.slice(18).write_csv(inputs / "b.csv")
+    frame.write_parquet(tmp_path / "whole.parquet")
+    settings = {"chunk_size": 7, "max_length": 32, "keep_columns": ("text", "lang", "label")}
+    score_files(ScoreJob(tiny_onnx, inputs, tmp_path / "ray", **settings), RayOptions(workers=1, progress_bars=False))
+    score_file(ScoreJob(tiny_onnx, tmp_path / "whole.parquet", tmp_path / "local.parquet", **settings))
+    scored = read_scores(tmp_path / "ray")
+    assert scored.columns[:5] == ["id", "text", "lang", "gold", "label"]
+    assert scored["gold"].to_list() == frame["label"].to_list()
+    assert_frame_equal(scored, pl.read_parquet(tmp_path / "local.parquet"), **TOLERANCE)
+
+
 def test_selftrain_engine_ray_scores_the_pool_on_ray(local_ray, tiny_model, small_files, tmp_path,
                                                      monkeypatch):
     calls = []

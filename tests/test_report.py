@@ -84,7 +84,8 @@ def test_report_command_draws_the_plots_and_links_them_from_the_markdown(recorde
         assert f"wrote {recorded_run / name}" in result.output
     markdown = (recorded_run / "report.md").read_text()
     assert markdown.startswith("# xlc self-training report")
-    assert "| 1 | 110 | 90 | 25 | 5 0 5 0 5 5 5 | 0.720 | 0.600 |" in markdown
+    assert ("| 1 | 110 | 90 | 25 | entertainment 5 · geography 0 · health 5 · politics 0 · science/technology 5 · "
+            "sports 5 · travel 5 | 0.720 | 0.600 |") in markdown
     assert "| 0 | 0.520 | 0.440 |" in markdown  # test accuracy per language
     assert "| 1 | all | 0.250 | 0.550 | 14 14 14 14 14 14 14 | 14 14 14 14 14 14 14 |" in markdown  # health
     assert "| 1 | zho_Hans |  | 0.500 | 14 14 14 14 14 14 14 |  |" in markdown
@@ -93,6 +94,21 @@ def test_report_command_draws_the_plots_and_links_them_from_the_markdown(recorde
     as_json = CliRunner().invoke(main, ["report", "--json", str(recorded_run)])
     assert json.loads(as_json.output)["written"] == [str(recorded_run / n) for n in PLOTS] + [
         str(recorded_run / "report.md")]
+
+
+def test_the_round_table_names_each_class_beside_its_count(capsys):
+    from xlc.cli import print_rounds
+
+    print_rounds(RECORDED)
+    printed = capsys.readouterr().out
+    # in the terminal: lines of whole "class count" pairs, at most 32 characters, never a pair split
+    for line in ("entertainment 5 · geography 0", "health 5 · politics 0", "science/technology 5 · sports 5",
+                 "travel 5"):
+        assert f"│ {line} " in printed
+    assert report.per_class({"World": 40, "Sports": 40}) == "World 40 · Sports 40"
+    assert report.per_class({}) == "-"
+    cell = report.per_class({"a-long-class-name-of-forty-characters-xx": 1, "b": 2, "c": 3}, width=32)
+    assert cell.split("\n") == ["a-long-class-name-of-forty-characters-xx 1", "b 2 · c 3"]
 
 
 def test_render_is_repeatable_and_leaves_no_temp_files(recorded_run):

@@ -52,7 +52,7 @@ def test_score_without_labels_names_the_method_that_returns_the_frame(clf, texts
     with pytest.raises(xlc.XlcError, match=r"score_frame\(X\)"):
         clf.score(texts)
     frame = clf.score_frame(texts)
-    assert frame.columns == ["text", "label", "confidence", "probs"]
+    assert frame.columns == ["text", "label", "confidence", *(f"p_{c}" for c in clf.classes_)]
     assert frame["label"].to_list() == list(clf.predict(texts))
 
 

@@ -24,7 +24,7 @@ from xlc import data, files, inference
 from xlc.config import SelfTrainConfig, resolve
 from xlc.errors import XlcError
 from xlc.rundir import RunDir, find_model, has_work, run_lock
-from xlc.scoring import Scorer
+from xlc.scoring import Scorer, columns
 
 if TYPE_CHECKING:  # the training loop imports torch; load() and score() need only ONNX Runtime
     from xlc.loop import Progress, RunResult
@@ -137,7 +137,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
     `predict`, `predict_proba`, `score(X, y)` (accuracy), `classes_`, `get_params`/`set_params`
     and `sklearn.base.clone` work as for any scikit-learn classifier; X is a list, tuple, NumPy
     array, pandas or Polars Series or Arrow array of texts. It is trained already: training is
-    `xlc.selftrain`, so `fit` refuses. `score_frame(X)` gives label, confidence and probs per text.
+    `xlc.selftrain`, so `fit` refuses. `score_frame(X)` gives the texts with `xlc.score`'s
+    prediction columns (label, confidence, p_<class>).
 
     The constructor's arguments are kept as given (`path` as passed, `max_length` None when not
     given); `model_dir` is the folder found (a run folder's best/), `max_length_` the length it
@@ -207,7 +208,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         """
         if y is None:
             raise XlcError("TextClassifier.score(X, y) returns the accuracy against labels y, as in scikit-learn; "
-                           "for the label, confidence and probs of each text call score_frame(X)")
+                           "for the label, confidence and class probabilities of each text call score_frame(X)")
         from sklearn.metrics import accuracy_score
 
         texts = _texts(X)
@@ -217,9 +218,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return float(accuracy_score(gold, self.predict(texts), sample_weight=sample_weight))
 
     def score_frame(self, X: Any) -> pl.DataFrame:  # noqa: N803
-        """text, label, confidence and probs for each text, in input order (`xlc.score` keeps more columns)."""
-        return self.scorer.score(pl.DataFrame({"text": _texts(X)}, schema={"text": pl.String}),
-                                 self.batch_size, self.max_length_)
+        """text, then the prediction columns of `xlc.score` (`xlc.scoring.columns`), in input order.
+
+        A missing, empty or whitespace-only text gets a row of nulls, as in `xlc.score`.
+        """
+        texts = data.texts_from(X, "texts", missing_ok=True)
+        return _scored(self, pl.DataFrame({"text": texts}, schema={"text": pl.String}), "text")
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (BaseEstimator's signature)
         return f"TextClassifier({str(self.model_dir)!r}, classes={list(self.scorer.classes)})"
@@ -245,13 +249,15 @@ def load(path: str | Path, **options: Any) -> TextClassifier:
 
 def score(model: str | Path | TextClassifier, texts: Table | Sequence[str] | Any, *,
           text_column: str = "text", **options: Any) -> pl.DataFrame:
-    """Score texts with a trained model; a Polars frame back.
+    """Score texts with a trained model; a Polars frame back, one row per input row, in order.
 
     `texts`: a file path, a Polars, pandas or Arrow table, or texts as `TextClassifier.predict`
     takes them (a list, tuple, NumPy array, pandas or Polars Series, Arrow array).
 
-    The input's columns are kept (an existing `label` column is renamed `gold`) and
-    `label`, `confidence` and `probs` are added, in input order.
+    The columns are those of `xlc score --keep-columns all` without its `id`
+    (`xlc.scoring.columns`): the input's columns (an input `label` is kept as `gold`), then
+    `label`, `confidence` and one `p_<class>` per class. A missing, empty or whitespace-only
+    text keeps its row with nulls there.
     """
     clf = model if isinstance(model, TextClassifier) else load(model, **options)
     if texts is None:
@@ -260,14 +266,14 @@ def score(model: str | Path | TextClassifier, texts: Table | Sequence[str] | Any
     if frame is None:
         frame = data.read_table(Path(cast("str | os.PathLike[str]", texts)))
     data.require_columns(frame, "texts", [text_column])
-    data.check_texts(frame, "texts", text_column)
-    if text_column != "text" and "text" in frame.columns:
-        raise XlcError(f"texts: has a 'text' column besides text_column={text_column!r}; drop or rename one")
-    if "label" in frame.columns and "gold" in frame.columns:
-        raise XlcError("texts: has both 'label' and 'gold' columns, and xlc.score keeps an input 'label' as "
-                       "'gold'; drop or rename one")
-    if "label" in frame.columns:  # keep a gold label column beside the prediction
-        frame = frame.rename({"label": "gold"})
-    scored = clf.scorer.score(frame.rename({text_column: "text"}) if text_column != "text" else frame,
-                              clf.batch_size, clf.max_length_)
-    return scored.rename({"text": text_column}) if text_column != "text" else scored
+    return _scored(clf, frame, text_column)
+
+
+def _scored(clf: TextClassifier, frame: pl.DataFrame, text_column: str) -> pl.DataFrame:
+    """`frame`'s columns, carried as `columns.carried` names them, then the prediction columns."""
+    if frame.schema[text_column] not in (pl.String, pl.Null):
+        raise XlcError(f"texts: column {text_column!r} holds {frame.schema[text_column]}, not text; "
+                       f"name the text column with text_column=")
+    kept = columns.carried(frame.columns, [columns.ALL], clf.scorer.classes, "texts", "rename or drop it")
+    predicted = columns.predict(clf.scorer, frame[text_column], clf.batch_size, clf.max_length_)
+    return frame.rename(kept).with_columns(predicted)

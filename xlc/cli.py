@@ -213,12 +213,17 @@ def _echo_run(folder: RunDir, summary: dict, finished_before: bool) -> None:
                            **summary}, indent=2))
 
 
+PER_CLASS_WIDTH = 32
+"""The round table's per-class cell in a terminal: lines of class-count pairs at most this wide."""
+
+
 def print_rounds(summary: dict) -> None:
     """The round-by-round table on stdout."""
     from xlc.report import COLUMNS, table_rows
 
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
-    table = _table(title, COLUMNS, table_rows(summary["rounds"]), left=COLUMNS.index("per class"))
+    rows = table_rows(summary["rounds"], per_class_width=PER_CLASS_WIDTH)
+    table = _table(title, COLUMNS, rows, left=COLUMNS.index("per class"))
     stdout_console().print(table)
 
 
@@ -311,6 +316,9 @@ def list_selectors(as_json: bool) -> None:
                    "of Parquet parts.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", help="Column of unique ids to copy to the output.  [default: row number]")
+@click.option("--keep-columns", multiple=True, metavar="COL[,COL...]|all",
+              help="Input columns to write beside the scores (repeatable or comma-separated); all: every one. "
+                   "An input 'label' is written as 'gold'.")
 @BATCH_SIZE_OPTION
 @MAX_LENGTH_OPTION
 @click.option("--chunk-size", default=CHUNK_SIZE, show_default=True, type=int,
@@ -330,19 +338,22 @@ def list_selectors(as_json: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (implies --quiet).")
 @_fail_cleanly
-def score(model_path: Path, input_path: Path, output_path: Path, quiet: bool, as_json: bool, engine: str,
-          ray_address: str | None, workers: int | None, num_gpus: float, **options: Any) -> None:
+def score(model_path: Path, input_path: Path, output_path: Path, keep_columns: tuple[str, ...], quiet: bool,
+          as_json: bool, engine: str, ray_address: str | None, workers: int | None, num_gpus: float,
+          **options: Any) -> None:
     """Score a table of texts with a trained model; resumable, in bounded memory.
 
-    Output per row, in input order: id, label, confidence and p_<class> for every class.
-    Null, empty or whitespace-only texts keep their row with null scores.
+    Output per row, in input order: id, the --keep-columns columns, label, confidence and
+    p_<class> for every class (the columns of xlc.score). Null, empty or whitespace-only texts
+    keep their row with null scores.
     """
     from xlc.progress import Bars
     from xlc.scoring import ScoreJob, score_file
 
     quiet = quiet or as_json
     _setup_logging(quiet)
-    job = ScoreJob(model=model_path, input=input_path, output=output_path, **options)
+    keep = tuple(x.strip() for item in keep_columns for x in item.split(",") if x.strip())
+    job = ScoreJob(model=model_path, input=input_path, output=output_path, keep_columns=keep, **options)
     if engine == "ray":
         from xlc.scoring.ray import RayOptions, score_files
 

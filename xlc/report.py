@@ -70,15 +70,36 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table_rows(rounds: list[dict]) -> list[list[str]]:
-    """One row of strings per round, in COLUMNS order."""
+SEPARATOR = " · "
+
+
+def per_class(counts: dict[str, int], width: int | None = None) -> str:
+    """Texts selected per class, each after its class name: "World 40 · Sports 40"; "-" for none.
+
+    `width`: lines of at most that many characters (a longer pair alone on its line), broken
+    between pairs, never inside one (for a terminal, where a table cell wraps at spaces).
+    """
+    pairs = [f"{name} {n}" for name, n in counts.items()]
+    if width is None:
+        return SEPARATOR.join(pairs) or "-"
+    lines: list[str] = []
+    for pair in pairs:
+        if lines and len(lines[-1]) + len(SEPARATOR) + len(pair) <= width:
+            lines[-1] += SEPARATOR + pair
+        else:
+            lines.append(pair)
+    return "\n".join(lines) or "-"
+
+
+def table_rows(rounds: list[dict], per_class_width: int | None = None) -> list[list[str]]:
+    """One row of strings per round, in COLUMNS order; `per_class_width`: see `per_class`."""
     rows = []
     for r in rounds:
-        per_class = " ".join(str(n) for n in r.get("selected_per_class", {}).values()) or "-"
+        per_class_cell = per_class(r.get("selected_per_class", {}), per_class_width)
         t = r.get("timings", {})
         dev, test = r.get("dev", {}), r.get("test") or {}
         rows.append([
-            str(r["round"]), str(r["labeled"]), str(r["pool"]), str(r["selected"]), per_class,
+            str(r["round"]), str(r["labeled"]), str(r["pool"]), str(r["selected"]), per_class_cell,
             _fmt(r.get("pseudo_precision")), _fmt(dev.get("accuracy")), _fmt(dev.get("macro_f1")),
             _fmt(test.get("accuracy")), _fmt(test.get("macro_f1")),
             _fmt(t.get("train"), 1), _fmt(t.get("export"), 1),
@@ -154,7 +175,7 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         f"- stopped: {summary['stop_reason']}",
         f"- dev set: {dev_source(summary)}",
         f"- delivered round chosen by: {ROUND_RULES.get(summary.get('round_rule', 'dev'))}",
-        f"- per class = texts selected per class in the order: {', '.join(classes)}",
+        f"- classes: {', '.join(classes)}; per class = texts selected per class in the round",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

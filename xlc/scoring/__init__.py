@@ -1,7 +1,8 @@
 """Score texts with an exported model.
 
 scorer.py: the Scorer (length-bucketed, order-restoring batches through ONNX Runtime).
-job.py: a score job and what both engines share (input checks, scored columns, fingerprint, resume).
+columns.py: the output columns of `xlc score` and `xlc.score` (predictions, empty texts, kept columns).
+job.py: a score job and what both engines share (input checks, scored chunks, fingerprint, resume).
 local.py: `xlc score` on this machine. ray.py: `--engine ray` (imports Ray only when it runs).
 """
 

@@ -12,6 +12,7 @@ import polars as pl
 
 from xlc import data, files, rundir
 from xlc.errors import XlcError
+from xlc.modeldir import read_meta
 from xlc.scoring import job as shared
 from xlc.scoring.job import ScoreJob, ScoreSummary
 from xlc.scoring.scorer import ProgressFn, Scorer
@@ -30,7 +31,11 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
     """
     start = time.perf_counter()
     model_dir = rundir.find_model(Path(job.model))
-    (source,) = shared.plan_sources(job, [Path(job.input)])  # bad input fails before the model is opened (or quantised)
+    # bad input fails before the model is opened (or quantised)
+    (source,) = shared.plan_sources(job, [Path(job.input)], read_meta(model_dir)["classes"])
+    rows = shared.id_and_text(data.scan_table(job.input), job.text_column, job.id_column,
+                              carried=source.carried).drop("_row")
+    _check_format(job, rows)
     total = source.rows
     job = job.for_model(model_dir)
     with ExitStack() as stack:
@@ -46,10 +51,10 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
                                 complete=True)
         scorer = Scorer.open(model_dir, threads=job.threads, provider=job.provider, int8=job.int8)
         scorer.max_length_for(job.max_length)  # refused before any part is written
-        rows = shared.id_and_text(data.scan_table(job.input), job.text_column, job.id_column).drop("_row")
         if not total:
             _check_output(job)
-            empty = pl.DataFrame(schema=shared.output_schema(rows.collect_schema()["id"], scorer.classes))
+            schema = rows.collect_schema()
+            empty = pl.DataFrame(schema=shared.output_schema(schema["id"], scorer.classes, schema.get(shared.KEPT)))
             _write_output(empty.lazy(), job.output, wanted)
             return ScoreSummary(0, time.perf_counter() - start, {}, 0, 0, job.output)
         parts = _prepare_parts(job, wanted)
@@ -62,7 +67,7 @@ def score_file(job: ScoreJob, progress: ProgressFn | None = None) -> ScoreSummar
                 else:
                     scored = shared.score_chunk(scorer, chunk, job.batch_size, job.max_length,
                                          lambda d, base=done: progress(base + d, total) if progress else None)
-                    data.write_parquet(scored, part)
+                    data.write_parquet(shared.flatten(scored), part)
                 done += chunk.height
                 if progress:
                     progress(done, total)
@@ -114,6 +119,17 @@ def _already_scored(job: ScoreJob, wanted: dict) -> bool:
     except (OSError, ValueError, AttributeError, pl.exceptions.PolarsError):
         return False
     return found == json.dumps(wanted, sort_keys=True)
+
+
+def _check_format(job: ScoreJob, rows: pl.LazyFrame) -> None:
+    """Refuse kept columns that the output's format cannot hold (lists and structs in CSV)."""
+    kept = rows.collect_schema().get(shared.KEPT)
+    if OUTPUT_FORMATS.get(job.output.suffix.lower()) != "csv" or not isinstance(kept, pl.Struct):
+        return
+    nested = next((f for f in kept.fields if f.dtype.is_nested()), None)
+    if nested is not None:
+        raise XlcError(f"--keep-columns: column {nested.name!r} holds {nested.dtype}, which CSV cannot hold; "
+                       f"name --out *.parquet or *.jsonl, or leave the column out of --keep-columns")
 
 
 def _check_output(job: ScoreJob) -> None:

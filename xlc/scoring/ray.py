@@ -29,6 +29,7 @@ import polars as pl
 from xlc import data, files, inference, onnx, rundir
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import read_meta
+from xlc.scoring import columns
 from xlc.scoring import job as shared
 from xlc.scoring.job import ScoreJob, ScoreSummary, Source, input_files, plan_sources
 from xlc.scoring.scorer import Scorer, predictions
@@ -133,11 +134,16 @@ def plan_resources(cpus: float, nodes: int, gpus: float, options: RayOptions,
     return Plan(workers, actor_cpus, threads or max(1, int(cpus // workers)), options.num_gpus)
 
 
+POSITIONS = ("_file", "_row")
+"""The columns that say where a row came from: input file number and row in that file."""
+
+
 class BatchScorer:
     """The `map_batches` callable class: one ONNX Runtime session per actor.
 
-    Takes Arrow batches with id and text (plus any `_`-prefixed position columns, kept);
-    returns id, label, confidence and p_<class>, exactly as the local engine computes them.
+    Takes Arrow batches with id, text, the kept columns (`job.KEPT`, when any) and position
+    columns (_file, _row: passed through); returns `score_chunk`'s columns, exactly as the local
+    engine computes them, with the positions.
     """
 
     def __init__(self, model_dir: str, threads: int, provider: str, int8: bool,
@@ -148,9 +154,9 @@ class BatchScorer:
     def __call__(self, batch: Any) -> Any:
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
-        scored = shared.score_chunk(self.scorer, frame.select("id", "text"), self.batch_size, self.max_length)
-        keep = [c for c in frame.columns if c.startswith("_")]
-        return scored.hstack(frame.select(keep)).to_arrow(compat_level=ARROW)
+        positions = [c for c in POSITIONS if c in frame.columns]
+        scored = shared.score_chunk(self.scorer, frame.drop(positions), self.batch_size, self.max_length)
+        return scored.hstack(frame.select(positions)).to_arrow(compat_level=ARROW)
 
 
 # ---------------------------------------------------------------- files: xlc score --engine ray
@@ -158,8 +164,11 @@ class BatchScorer:
 
 def _read_file(source: Source, text_column: str, id_column: str | None, chunk_size: int,
                done: list[tuple[int, int]]) -> Iterator[Any]:
-    """A read task: the file's rows not yet in a finished part, with id, text, _file, _row."""
-    frame = shared.id_and_text(data.scan_table(Path(source.path)), text_column, id_column, source.offset)
+    """A read task: the file's rows not yet in a finished part, with id, text, the kept columns
+    (`job.KEPT`, when any), _file and _row."""
+    frame = shared.id_and_text(data.scan_table(Path(source.path)), text_column, id_column, source.offset,
+                               source.carried)
+    kept = [shared.KEPT] if source.carried else []
     starts = np.asarray([s for s, _ in done])
     stops = np.asarray([e for _, e in done])
     for chunk in frame.collect_batches(chunk_size=chunk_size):
@@ -169,7 +178,7 @@ def _read_file(source: Source, text_column: str, id_column: str | None, chunk_si
             covered = (at >= 0) & (rows < stops[np.maximum(at, 0)])
             chunk = chunk.filter(~covered)
         if chunk.height:
-            yield chunk.select("id", "text", pl.lit(source.index, pl.Int32).alias("_file"),
+            yield chunk.select("id", "text", *kept, pl.lit(source.index, pl.Int32).alias("_file"),
                                "_row").to_arrow(compat_level=ARROW)
 
 
@@ -201,7 +210,7 @@ def _write_parts(out: str, chunk_size: int, blocks: Any) -> int:
         if not frame.height:
             continue
         for file, start, stop, rows in _runs(frame, chunk_size):
-            data.write_parquet(rows, Path(out) / part_name(file, start, stop))
+            data.write_parquet(shared.flatten(rows), Path(out) / part_name(file, start, stop))
             written += rows.height
     return written
 
@@ -261,15 +270,15 @@ def score_files(job: ScoreJob, options: RayOptions | None = None) -> ScoreSummar
     """Score a file, a folder or a glob of table files on Ray; resumable, no duplicates.
 
     Writes `job.output/part-FFFFF-START-STOP.parquet` (rows START..STOP-1 of input file
-    FFFFF, in sorted path order) with id, label, confidence and p_<class>: the local
-    engine's columns. Without an id column, ids are row numbers across the files in
+    FFFFF, in sorted path order) with id, the kept columns, label, confidence and p_<class>: the
+    local engine's columns. Without an id column, ids are row numbers across the files in
     sorted path order, as if they were one file. `_SUCCESS` marks a finished run.
     """
     options = options or RayOptions()
     start = time.perf_counter()
     model_dir = rundir.find_model(Path(job.model))
     paths = input_files(job.input, Path(job.output))
-    sources = plan_sources(job, paths)  # bad input fails before the slow quantisation
+    sources = plan_sources(job, paths, read_meta(model_dir)["classes"])  # bad input fails before the slow quantisation
     job = job.for_model(model_dir)
     if job.int8 and not (model_dir / onnx.INT8_FILE).is_file():
         onnx.quantize_int8(model_dir)  # once, here, rather than racing in every actor
@@ -375,7 +384,8 @@ def read_scores(out: Path) -> pl.DataFrame:
     """All parts of a finished `--engine ray` output, in input order.
 
     An empty input has no parts: its frame has no rows and the local engine's columns, with
-    row-number ids and the classes of the model the manifest names (none if that is gone).
+    row-number ids and the classes of the model the manifest names (none if that is gone), and
+    without the kept columns.
     """
     if not any(Path(out).glob("part-*.parquet")):  # an empty input
         model_file = Path(json.loads((Path(out) / MANIFEST).read_text())["model"][0])
@@ -411,8 +421,7 @@ def score_frame(frame: pl.DataFrame, model_dir: Path, options: RayOptions,
         result = pl.concat([pl.from_arrow(t) for t in ray.get(scored.to_arrow_refs())])
     assert isinstance(result, pl.DataFrame)
     ordered = frame.select("id").join(result, on="id", how="left", maintain_order="left")
-    probs = ordered.select([f"p_{c}" for c in classes]).to_numpy().astype(np.float32)
-    return frame.with_columns(predictions(probs, classes))
+    return frame.with_columns(predictions(columns.probabilities(ordered, classes), classes))
 
 
 def score_pool(pool: pl.DataFrame, model_dir: Path, config: Any,
