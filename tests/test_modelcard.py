@@ -21,7 +21,7 @@ TEXTS = ["Der Bundestag hat das Gesetz beschlossen.", "Le match s'est terminé s
 
 @pytest.fixture(scope="module")
 def run(tiny_model, demo_frame, tmp_path_factory) -> Path:
-    """A one-round run whose dev and test sets hold German and French texts."""
+    """A one-round run whose dev and test sets hold German and French texts, with the text prefix "query: "."""
     folder = tmp_path_factory.mktemp("card")
     files = {
         "train": sample(demo_frame, "eng_Latn", "train", 60),
@@ -30,7 +30,8 @@ def run(tiny_model, demo_frame, tmp_path_factory) -> Path:
         "test": pl.concat([sample(demo_frame, lang, "test", 12) for lang in ("deu_Latn", "fra_Latn")]),
     }
     xlc.selftrain(**files, selector="throttling", selector_options={"n": 5}, model=str(tiny_model),
-                  out=folder / "run", epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5)
+                  out=folder / "run", epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5,
+                  text_prefix="query: ")
     return folder / "run"
 
 
@@ -40,7 +41,9 @@ def test_best_and_final_carry_a_card_with_the_runs_facts(run, tiny_model):
         card = (run / folder / CARD_FILE).read_text()
         assert card.startswith(MARK)
         assert f"- Base model: `{tiny_model}`" in card
-        assert "- Text prefix: none" in card and "- Max length: 32 tokens" in card
+        assert "- Text prefix: `query: `" in card and "- Max length: 32 tokens" in card
+        assert "the tokenizer puts the prefix `query: ` before each text itself" in card and "yourself" not in card
+        assert 'classify(["Tolles Hotel!"], truncation=True, max_length=32, top_k=None)' in card
         assert "`science/technology`" in card and "Classes (7)" in card
         assert ("- Languages: train eng_Latn; unlabeled deu_Latn; dev deu_Latn, fra_Latn; "
                 "test deu_Latn, fra_Latn") in card
@@ -67,6 +70,7 @@ def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
     card = (tmp_path / "exported" / CARD_FILE).read_text()
     assert card.startswith(MARK) and "- Selector: `throttling` with n=5" in card
     assert "holds the ONNX model only" in card and "trust_remote_code" not in card
+    assert "the tokenizer puts the prefix `query: ` before each text itself" in card
     again = CliRunner().invoke(main, ["export", "--json", "--model", str(run), "--out", str(tmp_path / "json")])
     assert again.exit_code == 0, again.output
     facts = json.loads(again.output)
@@ -74,7 +78,8 @@ def test_export_carries_a_card_that_says_it_holds_onnx_only(run, tmp_path):
 
 
 def test_what_the_card_says_loads_does_load_with_the_same_predictions(run):
-    """The PyTorch weights through Transformers' Auto class and pipeline; model.onnx through Optimum."""
+    """The PyTorch weights through Transformers' Auto class and pipeline; model.onnx through Optimum; the texts
+    as they are (the tokenizer puts the prefix before them)."""
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -99,6 +104,7 @@ def test_a_readme_that_xlc_did_not_write_is_never_replaced(tmp_path):
 
 
 def test_a_model_without_a_run_gets_a_card_that_says_what_is_unknown():
+    """A folder from before xlc built the prefix into the tokenizer: the card says to put it there yourself."""
     card = modelcard.render({"classes": ["neg", "pos"], "text_prefix": "query: "}, weights=False)
     assert "- Base model: unknown" in card and "- Text prefix: `query: `" in card
     assert "- Max length: not recorded (xlc scores at 128 tokens)" in card

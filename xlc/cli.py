@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -399,13 +400,13 @@ def export(model_path: Path, out_path: Path, optimize: str | None, int8: bool, o
     --out must be new, empty or an earlier export; a folder of other files needs --overwrite, and
     a folder with subfolders, the current folder or a home folder is never replaced.
     """
-    from xlc import files, model, modelcard, modeldir, onnx, rundir
+    from xlc import files, model, modelcard, onnx, rundir
 
     _setup_logging(False)
     files.check_replaceable(out_path, "--out", overwrite, "export")  # before anything is loaded or written
     source = rundir.find_checkpoint(model_path)
     clf = model.load(source)
-    card = modelcard.for_source(source, modeldir.read_meta(source), weights=False)
+    card = functools.partial(modelcard.for_source, source, weights=False)  # from the export's own xlc.json
     onnx.export(clf, out_path, kind="export", overwrite=overwrite, card=card)
     if optimize:
         onnx.optimize(out_path, optimize)

@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 from xlc import default_model, modeldir, modeling_xlc
 from xlc.config import DEFAULTS, SelfTrainConfig
 from xlc.errors import XlcError, first_line
-from xlc.modeldir import META_FILE, read_meta, write_meta
+from xlc.modeldir import META_FILE, read_meta
 from xlc.modeling_xlc import XlcForSequenceClassification
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,11 @@ class Classifier:
     """The --max-length it was trained with (stored in xlc.json, the scoring default); None until trained."""
 
     def save(self, path: Path) -> None:
-        """Write a Hugging Face folder (weights, config, tokenizer) plus xlc.json."""
+        """Write a Hugging Face folder (weights, config, tokenizer with the text prefix built in) plus xlc.json."""
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        write_meta(path, self.classes, self.text_prefix, self.max_length)
+        modeldir.finish(path, self.classes, self.text_prefix, self.max_length)
         remote_code(path)
 
 
@@ -229,12 +229,21 @@ def _load_error(path: Path, what: str, exc: BaseException) -> XlcError:
     return XlcError(f"{path}: cannot load the model's {what} ({reason}); {hint}")
 
 
-def load_tokenizer(path: Path):
-    """The folder's transformers tokenizer, loaded once per process and content of its tokenizer
-    files (every round's folder holds the same ones): callers share it and must not change it."""
+def load_tokenizer(path: Path, built_in: str = ""):
+    """The folder's tokenizer, loaded once per process and content of its tokenizer files (every
+    round's folder holds the same ones): callers share it and must not change it. `built_in`: the
+    text prefix built into it (`modeldir.built_in_prefix`), taken out again, since xlc puts the
+    prefix before each text itself."""
     _quiet_transformers()
     key = modeldir.content_key(Path(path), (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json"))
-    return modeldir.shared("transformers", key, lambda: AutoTokenizer.from_pretrained(path))
+
+    def load() -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if built_in:
+            modeldir.take_out_prefix(tokenizer.backend_tokenizer, built_in, path)
+        return tokenizer
+
+    return modeldir.shared("transformers", f"{key}:{built_in}", load)
 
 
 def from_base(model: str, classes: Sequence[str], text_prefix: str | None = None) -> Classifier:
@@ -283,7 +292,7 @@ def load(path: Path) -> Classifier:
     with loading(path, "weights"):
         model = MeanPoolClassifier.from_pretrained(path, config=config).eval()
     with loading(path, "tokenizer"):
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, modeldir.built_in_prefix(meta))
     return Classifier(model, tokenizer, tuple(meta["classes"]), meta.get("text_prefix", ""),
                       meta.get("max_length"))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xlc import files
+from xlc.modeldir import PREFIX_FLAG
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
             lines.append(f"- Settings: {settings} (all of them: the run's config.toml)")
     lines += ["", "## Metrics", ""]
     lines += _metrics(record) if record is not None else ["Unknown: no run report for this model."]
-    lines += ["", "## How to load", ""] + _loading(prefix, max_length, weights)
+    lines += ["", "## How to load", ""] + _loading(prefix, max_length, weights, bool(meta.get(PREFIX_FLAG)))
     return "\n".join(lines) + "\n"
 
 
@@ -108,16 +109,18 @@ def _metrics(record: Mapping[str, Any]) -> list[str]:
             "| split | language | texts | accuracy | macro-F1 |", "|---|---|---|---|---|", *rows]
 
 
-def _loading(prefix: str, max_length: int | None, weights: bool) -> list[str]:
+def _loading(prefix: str, max_length: int | None, weights: bool, built_in: bool) -> list[str]:
     length = max_length or 128
-    texts = f'["{prefix}Tolles Hotel!"]' if prefix else '["Tolles Hotel!"]'
+    yourself = bool(prefix) and not built_in  # a folder from before xlc built the prefix into tokenizer.json
+    texts = f'["{prefix}Tolles Hotel!"]' if yourself else '["Tolles Hotel!"]'
+    how = (f"; put the prefix {_code(prefix)} before each text yourself" if yourself
+           else f"; the tokenizer puts the prefix {_code(prefix)} before each text itself" if prefix else "")
     lines = [
         "With xlc (ONNX Runtime, no torch needed; the text prefix and max length are applied for you):", "",
         "```python", "import xlc", 'clf = xlc.load("THIS_FOLDER")',
         'clf.classes_, clf.predict(["Tolles Hotel!"]), clf.predict_proba(["Tolles Hotel!"])',
         'xlc.score("THIS_FOLDER", ["Tolles Hotel!"])  # a Polars frame: label, confidence, probs', "```", "",
-        "`model.onnx` with Optimum and a Transformers pipeline (the same probabilities as xlc"
-        + (f"; put the prefix {_code(prefix)} before each text yourself" if prefix else "") + "):", "",
+        "`model.onnx` with Optimum and a Transformers pipeline (the same probabilities as xlc" + how + "):", "",
         "```python",
         "from optimum.onnxruntime import ORTModelForSequenceClassification",
         "from transformers import AutoTokenizer, pipeline",
@@ -131,8 +134,7 @@ def _loading(prefix: str, max_length: int | None, weights: bool) -> list[str]:
     return lines + [
         "The PyTorch weights (`model.safetensors`) load with Transformers' own Auto classes: the folder "
         "carries the model's code (`modeling_xlc.py`: the encoder, mean pooling over real tokens and a "
-        "linear head), which Transformers runs when you pass `trust_remote_code=True`"
-        + (f"; put the prefix {_code(prefix)} before each text yourself" if prefix else "") + ":", "",
+        "linear head), which Transformers runs when you pass `trust_remote_code=True`" + how + ":", "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
         'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER", trust_remote_code=True)',

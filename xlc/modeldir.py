@@ -5,6 +5,12 @@ each text (e.g. "query: " for E5) and the `max_length` it was trained with, whic
 uses when no max length is given (`inference.resolve_max_length`). A folder written before
 xlc stored `max_length` has none; that is not an error.
 
+The text prefix is also built into the folder's tokenizer.json (`build_in_prefix`), so that the
+folder loaded without xlc (Transformers' `AutoTokenizer` with Optimum or a `pipeline`) reads texts
+as xlc does; `prefix_in_tokenizer` in xlc.json says so. xlc itself takes it out again when it
+reads the tokenizer (`take_out_prefix`) and puts the prefix before each text as it always has:
+the same token ids for every text, and for folders written before xlc built it in.
+
 Kept free of torch and transformers so that scoring starts fast and small.
 """
 
@@ -16,21 +22,76 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xlc import files
 from xlc.errors import XlcError
 from xlc.inference import MIN_LENGTH
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 META_FILE = "xlc.json"
+TOKENIZER_FILE = "tokenizer.json"
+PREFIX_FLAG = "prefix_in_tokenizer"
+"""The xlc.json key saying that tokenizer.json puts the text prefix before each text by itself."""
 
 
-def write_meta(path: Path, classes: Sequence[str], text_prefix: str, max_length: int | None) -> None:
-    """Write xlc.json; `max_length` None (a model never trained by xlc) is left out."""
-    meta: dict[str, object] = {"classes": list(classes), "text_prefix": text_prefix}
+def write_meta(path: Path, classes: Sequence[str], text_prefix: str, max_length: int | None,
+               prefix_in_tokenizer: bool = False) -> dict:
+    """Write xlc.json and return what it holds; `max_length` None (a model never trained by xlc) is left out."""
+    meta: dict[str, object] = {"classes": list(classes), "text_prefix": text_prefix,
+                               PREFIX_FLAG: prefix_in_tokenizer}
     if max_length is not None:
         meta["max_length"] = max_length
     files.write_text(path / META_FILE, json.dumps(meta, indent=2))
+    return meta
+
+
+def finish(path: Path, classes: Sequence[str], text_prefix: str, max_length: int | None) -> dict:
+    """Complete a model folder whose weights and tokenizer are saved: build the text prefix into its
+    tokenizer.json and write xlc.json (`write_meta`) saying whether it is there."""
+    return write_meta(path, classes, text_prefix, max_length, build_in_prefix(path, text_prefix))
+
+
+def build_in_prefix(path: Path, prefix: str) -> bool:
+    """Make `path`/tokenizer.json put `prefix` before each text itself; False when there is nothing to do
+    (no prefix, or no tokenizer.json: a slow tokenizer).
+
+    The prefix goes first in the tokenizer's normalizer (a `Prepend`), so every later normalizer,
+    the pre-tokenizer and truncation see exactly the string prefix + text. The one difference from
+    putting it there yourself: the tokenizers library splits off special-token strings (`<s>`,
+    `[SEP]`, ...) before it normalizes, and prepends to each part between them.
+    """
+    from tokenizers import Tokenizer, normalizers
+
+    file = path / TOKENIZER_FILE
+    if not prefix or not file.is_file():
+        return False
+    backend = Tokenizer.from_file(str(file))
+    inner = [backend.normalizer] if backend.normalizer is not None else []
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend(prefix), *inner])
+    with files.atomic_file(file) as tmp:
+        backend.save(str(tmp))
+    return True
+
+
+def built_in_prefix(meta: dict) -> str:
+    """The text prefix that the folder's tokenizer.json puts before each text itself ("" for none)."""
+    return meta.get("text_prefix", "") if meta.get(PREFIX_FLAG) else ""
+
+
+def take_out_prefix(backend: Tokenizer, prefix: str, path: Path) -> None:
+    """Undo `build_in_prefix` on a loaded `tokenizers.Tokenizer`: its normalizer as it was before."""
+    from tokenizers import normalizers
+
+    found = backend.normalizer
+    parts = list(found) if isinstance(found, normalizers.Sequence) else []
+    if not (parts and isinstance(parts[0], normalizers.Prepend) and parts[0].prepend == prefix):
+        raise XlcError(f"{path / TOKENIZER_FILE}: {META_FILE} says the text prefix {prefix!r} is built into it, but "
+                       f"its normalizer does not start with it; the model folder is damaged: export it again")
+    rest = parts[1:]
+    backend.normalizer = None if not rest else rest[0] if len(rest) == 1 else normalizers.Sequence(rest)
 
 
 def read_meta(path: Path) -> dict:
@@ -51,6 +112,8 @@ def read_meta(path: Path) -> dict:
         raise XlcError(f"{meta}: class name(s) {twice} occur twice; the model folder is damaged: export it again")
     if not isinstance(found.get("text_prefix", ""), str):
         raise XlcError(f"{meta}: 'text_prefix' must be a string; the model folder is damaged: export it again")
+    if not isinstance(found.get(PREFIX_FLAG, False), bool):
+        raise XlcError(f"{meta}: {PREFIX_FLAG!r} must be true or false; the model folder is damaged: export it again")
     length = found.get("max_length")
     if length is not None and not (isinstance(length, int) and not isinstance(length, bool) and length >= MIN_LENGTH):
         raise XlcError(f"{meta}: 'max_length' must be a whole number >= {MIN_LENGTH}, got {length!r}; the model "
@@ -73,13 +136,17 @@ def max_positions(path: Path) -> int | None:
 
 
 class FastTokenizer:
-    """The folder's tokenizer.json through the `tokenizers` library (same ids as transformers)."""
+    """The folder's tokenizer.json through the `tokenizers` library (same ids as transformers).
 
-    def __init__(self, path: Path) -> None:
-        file = path / "tokenizer.json"
+    `built_in`: the text prefix built into it (`built_in_prefix`), taken out: the caller puts it before each text.
+    """
+
+    def __init__(self, path: Path, built_in: str = "") -> None:
+        file = path / TOKENIZER_FILE
         if not file.is_file():
             raise XlcError(f"{file} not found; the model folder needs a fast tokenizer (tokenizer.json)")
-        self.backend, self.lock = shared("tokenizers", content_key(path, ("tokenizer.json",)), lambda: _parse(file))
+        key = f"{content_key(path, (TOKENIZER_FILE,))}:{built_in}"
+        self.backend, self.lock = shared("tokenizers", key, lambda: _parse(file, built_in, path))
         self.pad_token_id = self._pad_id(path)
 
     def _pad_id(self, path: Path) -> int:
@@ -132,8 +199,9 @@ def shared(kind: str, key: str, load: Callable[[], Any]) -> Any:
     return value
 
 
-def _parse(file: Path) -> tuple[Any, threading.Lock]:
-    """tokenizer.json through the tokenizers library, with the lock that guards its settings."""
+def _parse(file: Path, built_in: str, path: Path) -> tuple[Any, threading.Lock]:
+    """tokenizer.json through the tokenizers library, its `built_in` prefix taken out, with the lock
+    that guards its settings."""
     from tokenizers import Tokenizer
 
     try:
@@ -141,5 +209,7 @@ def _parse(file: Path) -> tuple[Any, threading.Lock]:
     except Exception as exc:  # the tokenizers library raises its own, untyped errors
         raise XlcError(f"{file}: not a tokenizer the tokenizers library can read ({exc}); the model "
                        f"folder is damaged: export it again") from None
+    if built_in:
+        take_out_prefix(backend, built_in, path)
     backend.no_padding()
     return backend, threading.Lock()

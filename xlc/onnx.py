@@ -7,13 +7,13 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xlc import files, modelcard
+from xlc import files, modelcard, modeldir
 from xlc.errors import XlcError, first_line
 from xlc.files import atomic_dir
-from xlc.modeldir import write_meta
 
 if TYPE_CHECKING:
     from xlc.model import Classifier
@@ -26,13 +26,15 @@ OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 
 
 def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False,
-           card: str | None = None) -> Path:
+           card: Callable[[dict], str] | None = None) -> Path:
     """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder.
 
-    xlc.json keeps the classes, text prefix and training max length, so the export scores as the run did.
+    xlc.json keeps the classes, text prefix and training max length, so the export scores as the run did;
+    the prefix is also built into the tokenizer (`modeldir.finish`), so Optimum alone scores as xlc does.
 
     An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
-    (`files.check_replaceable`). `card`: a model card (`modelcard`) to write as README.md.
+    (`files.check_replaceable`). `card`: makes the model card (`modelcard`) from the export's xlc.json,
+    written as README.md.
     """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
@@ -53,9 +55,9 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         clf.tokenizer.save_pretrained(tmp)
-        write_meta(tmp, clf.classes, clf.text_prefix, clf.max_length)
+        meta = modeldir.finish(tmp, clf.classes, clf.text_prefix, clf.max_length)
         if card is not None:
-            modelcard.write(tmp, card)
+            modelcard.write(tmp, card(meta))
     return out
 
 

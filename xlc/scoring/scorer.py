@@ -12,7 +12,7 @@ import polars as pl
 from xlc import inference, onnx
 from xlc.errors import XlcError
 from xlc.inference import BATCH_SIZE, MIN_LENGTH
-from xlc.modeldir import META_FILE, FastTokenizer, max_positions, read_meta
+from xlc.modeldir import META_FILE, FastTokenizer, built_in_prefix, max_positions, read_meta
 
 ProgressFn = Callable[[int, int], None]
 
@@ -40,7 +40,8 @@ class Scorer:
         if isinstance(width, int) and width != len(meta["classes"]):
             raise XlcError(f"{model_dir}: the model outputs {width} scores per text but {META_FILE} names "
                            f"{len(meta['classes'])} classes; the model folder is damaged: export it again")
-        return cls(session, FastTokenizer(model_dir), tuple(meta["classes"]), meta.get("text_prefix", ""),
+        tokenizer = FastTokenizer(model_dir, built_in_prefix(meta))
+        return cls(session, tokenizer, tuple(meta["classes"]), meta.get("text_prefix", ""),
                    max_positions(model_dir), meta.get("max_length"))
 
     def max_length_for(self, given: int | None = None) -> int:
