@@ -143,12 +143,22 @@ def test_dockerignore_sends_only_what_the_install_needs():
              if line.strip() and not line.startswith("#")]
     assert rules[0] == "*"
     kept = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    text = re.sub(r"\\\n", " ", DOCKERFILE)
     copied = set()
-    for line in re.sub(r"\\\n", " ", DOCKERFILE).splitlines():
+    for line in text.splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
             copied |= set(line.split()[1:-1])
-    assert copied and copied <= kept
+    mounted = set(re.findall(r"--mount=type=bind,source=([^,\s]+)", text))
+    assert copied and mounted
+    for path in copied | mounted:
+        assert (ROOT / path).exists() and any(path == k or path.startswith(k + "/") for k in kept), path
     assert PYPROJECT["project"]["readme"] in kept  # setuptools reads it while building
+
+
+def test_images_install_the_bundled_plugin_and_any_base_gets_python():
+    assert all("./plugins/xlc-classprior" in stage(build) for build in ("build-cpu", "build-cuda"))
+    assert "ARG BASE_IMAGE=python:3.11-slim" in DOCKERFILE  # the official image stays the default
+    assert "python3-venv" in stage("base")  # a plain Debian base gets Debian's Python
 
 
 # ---- versions, CHANGELOG, py.typed, CI ----
