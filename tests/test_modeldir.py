@@ -37,3 +37,11 @@ def test_scorers_sharing_a_tokenizer_in_threads_each_get_their_own_max_length(ti
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(encode, range(400)))
+
+
+def test_a_saved_tokenizer_does_not_depend_on_what_the_shared_one_was_used_for(tiny_model, tmp_path):
+    tokenizer = model.load_tokenizer(tiny_model)
+    model.save_tokenizer(tokenizer, tmp_path / "before")
+    tokenizer(TEXTS, truncation=True, max_length=8, padding="max_length")  # leaves both in the backend
+    model.save_tokenizer(tokenizer, tmp_path / "after")
+    assert (tmp_path / "after" / "tokenizer.json").read_bytes() == (tmp_path / "before" / "tokenizer.json").read_bytes()

@@ -78,7 +78,7 @@ class Classifier:
         """Write a Hugging Face folder (weights, config, tokenizer with the text prefix built in) plus xlc.json."""
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        save_tokenizer(self.tokenizer, path)
         modeldir.finish(path, self.classes, self.text_prefix, self.max_length)
         remote_code(path)
 
@@ -227,6 +227,14 @@ def _load_error(path: Path, what: str, exc: BaseException) -> XlcError:
     code = getattr(exc, "errno", None)
     hint = advice(exc) if code is not None else "the model folder is incomplete or damaged: copy it again"
     return XlcError(f"{path}: cannot load the model's {what} ({reason}); {hint}")
+
+
+def save_tokenizer(tokenizer: Any, path: Path) -> None:
+    """Save `tokenizer` without the truncation and padding its last call left in it: the saved
+    files depend on the tokenizer alone, not on what a shared one (`load_tokenizer`) was used for."""
+    tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.backend_tokenizer.no_padding()
+    tokenizer.save_pretrained(path)
 
 
 def load_tokenizer(path: Path, built_in: str = ""):

@@ -39,6 +39,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
 
+    from xlc.model import save_tokenizer
+
     config = clf.model.config
     try:
         onnx_config = TasksManager.get_exporter_config_constructor(
@@ -54,7 +56,7 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
-        clf.tokenizer.save_pretrained(tmp)
+        save_tokenizer(clf.tokenizer, tmp)
         meta = modeldir.finish(tmp, clf.classes, clf.text_prefix, clf.max_length)
         if card is not None:
             modelcard.write(tmp, card(meta))
