@@ -38,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,7 +82,7 @@ class NoDevScreen(Screen):
         remaining = np.ones(len(pool_texts), dtype=bool)
         pools = {"balanced": [remaining.copy()]}
         clf, labeled_t, labeled_y, probs = teacher, list(en_texts), list(en_y), first["pool_probs"]
-        round_steps = []
+        round_steps, states = [], {"balanced": [], "control": []}
         for rnd in range(1, a.rounds + 1):
             chosen = balanced(probs, remaining, self.spec.kt)
             remaining[chosen] = False
@@ -89,6 +90,7 @@ class NoDevScreen(Screen):
             labeled_y += [int(probs[i].argmax()) for i in chosen]
             res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, a.epochs)
             round_steps.append(res.steps)
+            states["balanced"].append(_changed(clf, start))
             runs["balanced"].append(self.observe(clf, runs["balanced"][-1]["steps"] + res.steps))
             picked = probs[chosen].argmax(1)
             precision = float(np.mean(picked == self.y("pool")[chosen])) if len(chosen) else None
@@ -102,8 +104,12 @@ class NoDevScreen(Screen):
             runs["control"] = [first]
             for rnd, steps in enumerate(round_steps, start=1):
                 res = self.train(clf, en_texts, en_y, seed + rnd, a.epochs, max_steps=steps, patience=0)
+                states["control"].append(_changed(clf, start))
                 runs["control"].append(self.observe(clf, runs["control"][-1]["steps"] + res.steps))
             pools["control"] = [pools["balanced"][0]] * len(runs["control"])
+        if "average" in methods:
+            for name in [m for m in ("balanced", "control") if m in runs]:
+                runs[f"{name}-avg"], pools[f"{name}-avg"] = self.averaged(clf, states[name], runs[name]), pools[name]
         if "soft" in methods:
             student = self.fresh()
             labels = np.concatenate([np.eye(len(self.classes))[en_y], first["pool_probs"]]).astype(np.float32)
@@ -116,6 +122,24 @@ class NoDevScreen(Screen):
                           zip(rounds, [None, *rounds[:-1]], pools[name], strict=True)]
         log.info("%s seed %d done in %.0f s", self.spec.name, seed, time.perf_counter() - clock)
         return runs
+
+    def averaged(self, clf: model.Classifier, states: list[dict], rounds: list[dict]) -> list[dict]:
+        """Rounds 1..k of a method with the weights of its rounds 1..k averaged, for every k (round 0 as is)."""
+        keep = {k: v.clone() for k, v in clf.model.state_dict().items() if k in states[0]}
+        out = [rounds[0]]
+        for k in range(1, len(states) + 1):
+            mean = {name: torch.stack([s[name] for s in states[:k]]).mean(0) for name in states[0]}
+            clf.model.load_state_dict(mean, strict=False)
+            out.append(self.observe(clf, rounds[k]["steps"]) | {
+                key: rounds[k][key] for key in ("pseudo_precision", "pseudo_counts") if key in rounds[k]})
+        clf.model.load_state_dict(keep, strict=False)
+        return out
+
+
+def _changed(clf: model.Classifier, start: dict) -> dict:
+    """The floating-point tensors of `clf` that training changed since `start`, copied."""
+    return {k: v.detach().clone() for k, v in clf.model.state_dict().items()
+            if v.is_floating_point() and not torch.equal(v, start[k])}
 
 
 def _signals(now: dict, before: dict | None, pool: np.ndarray, shares: np.ndarray) -> dict:
@@ -176,6 +200,13 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
         for rule in ("english-dev", "target-dev", "oracle"):
             out["bootstrap"][f"balanced - control ({rule})"] = bootstrap(
                 gold, picks["balanced"][rule], picks["control"][rule])
+        if "balanced-avg" in picks:
+            out["bootstrap"]["balanced-avg - control"] = bootstrap(
+                gold, picks["balanced-avg"][last], picks["control"][last])
+            out["bootstrap"]["balanced-avg - control-avg"] = bootstrap(
+                gold, picks["balanced-avg"][last], picks["control-avg"][last])
+            out["bootstrap"]["balanced-avg - default"] = bootstrap(
+                gold, picks["balanced-avg"][last], picks["balanced"][last])
         out["bootstrap"]["control - round0"] = out["methods"]["control"]["bootstrap"][f"{last} - round0"]
     return out
 
@@ -248,7 +279,8 @@ def main() -> None:
     p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
     p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
     p.add_argument("--methods", default="control", help="besides balanced: control (the same rounds on English "
-                   "alone, as many steps), soft (one round of soft self-distillation)")
+                   "alone, as many steps), average (each method's rounds 1..k with their weights averaged: "
+                   "balanced-avg, control-avg), soft (one round of soft self-distillation)")
     args = p.parse_args()
     specs = [replace(spec, pool=args.pool) for name in args.sets.split(",") for spec in SETS if spec.name == name]
     run_screens("nodev.py", args, specs, lambda spec: NoDevScreen(spec, args),
