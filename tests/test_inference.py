@@ -142,7 +142,7 @@ def test_a_run_stores_its_max_length_in_every_model_folder_and_its_export(tiny_m
     exported = tmp_path / "exported"
     result = CliRunner().invoke(main, ["export", "--model", str(out), "--out", str(exported)])
     assert result.exit_code == 0, result.output
-    for folder in (out / "round-00" / "model", out / "round-00" / "onnx", out / "best", out / "final", exported):
+    for folder in (out / "round-00" / "model", out / "best", out / "final", exported):
         assert json.loads((folder / "xlc.json").read_text())["max_length"] == TRAINED, folder
     texts = pl.read_parquet(small_files["dev"])["text"].to_list()
     explicit = Scorer.open(exported).probabilities(texts, max_length=TRAINED)

@@ -231,3 +231,14 @@ def test_missing_ray_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(XlcError, match=r"pip install 'xlc\[ray\]'"):
         ray_engine._import_ray()
+
+
+def test_a_local_ray_that_fails_to_start_gives_a_one_line_error(monkeypatch):
+    def dies(**_: object) -> None:  # what ray.init raises when its raylet dies while starting
+        raise Exception("Failed to start the raylet: timed out waiting for file metrics_agent_port")  # noqa: TRY002
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", dies)
+    with pytest.raises(XlcError, match="a local Ray instance: cannot start or connect to Ray: Failed to start the "
+                                       "raylet.*--engine local"), ray_engine.connected(RayOptions()):
+        pass

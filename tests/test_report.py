@@ -111,6 +111,22 @@ def test_the_round_table_names_each_class_beside_its_count(capsys):
     assert cell.split("\n") == ["a-long-class-name-of-forty-characters-xx 1", "b 2 · c 3"]
 
 
+def test_the_round_table_fits_an_80_column_terminal_by_leaving_out_timings_first(capsys):
+    from xlc.cli import print_rounds
+
+    print_rounds(RECORDED, width=80)
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 80
+    header = next(line for line in printed.splitlines() if "round" in line and "test acc" in line)
+    for kept in ("per class", "dev acc", "test acc"):
+        assert kept in header
+    assert "score s" not in header
+    assert "score s, export s, train s" in printed and "all in report.md" in printed
+    print_rounds(RECORDED, width=200)
+    wide = capsys.readouterr().out
+    assert "score s" in wide and "left out" not in wide
+
+
 def test_render_is_repeatable_and_leaves_no_temp_files(recorded_run):
     report.render(recorded_run)
     first = (recorded_run / "report.md").read_text()

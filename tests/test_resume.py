@@ -60,7 +60,7 @@ def assert_same(out, reference):
     assert pseudo["id"].n_unique() == pseudo.height  # no pseudo-label added twice
 
 
-@pytest.mark.parametrize("point", ["train:1", "score:0", "select:1", "export:2"])
+@pytest.mark.parametrize("point", ["train:1", "score:0", "select:1", "export:2", "finish:2"])
 def test_run_killed_at_a_phase_resumes_to_the_same_result(point, tiny_model, module_files, tmp_path, reference):
     out = tmp_path / "run"
     killed = subprocess.run(subprocess_args(args(tiny_model, module_files, out)),

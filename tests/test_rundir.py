@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from xlc import files, rundir
+from xlc import files, modelcard, rundir
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.onnx import ONNX_DATA
 from xlc.rundir import RoundDir, RunDir
 
 
@@ -88,6 +89,36 @@ def test_publish_links_the_checkpoint_and_the_onnx_model_but_not_the_training_fa
     assert os.stat(run.best / "model.onnx").st_ino == os.stat(rnd.onnx_file).st_ino  # a hard link, no copy
     rundir.publish(run.round(1), run.best)  # an earlier publication (xlc's own) is replaced
     assert (run.best / "model.safetensors").read_text() == "weights 1"
+
+
+def test_publish_copies_onnx_external_data_which_the_onnx_library_refuses_to_read_through_a_link(tmp_path):
+    run = RunDir(tmp_path)
+    rnd = make_round(run, 1)
+    (rnd.onnx / ONNX_DATA).write_text("weights of round 1")
+    rundir.publish(rnd, run.best)
+    published = run.best / ONNX_DATA
+    assert published.read_text() == "weights of round 1"
+    assert os.stat(published).st_ino != os.stat(rnd.onnx / ONNX_DATA).st_ino and os.stat(published).st_nlink == 1
+    assert os.stat(run.best / "model.onnx").st_ino == os.stat(rnd.onnx_file).st_ino
+
+
+def test_prune_once_finished_drops_every_rounds_onnx_model_but_keeps_the_kept_checkpoints(tmp_path):
+    run = RunDir(tmp_path)
+    for number in (0, 1, 2):
+        make_round(run, number)
+    rundir.prune(run, keep={0, 2}, keep_onnx=set())
+    assert [r.number for r in run.rounds() if r.model.exists()] == [0, 2]
+    assert not any(r.onnx.exists() for r in run.rounds())
+
+
+def test_a_model_published_before_its_rounds_onnx_was_pruned_is_kept_when_publishing_again(tmp_path):
+    """A run killed after pruning, before its report: finishing again must not need the pruned onnx/."""
+    run = RunDir(tmp_path)
+    rnd = make_round(run, 1)
+    rundir.publish(rnd, run.best, card=modelcard.MARK + "\ncard")
+    rundir.prune(run, keep={1}, keep_onnx=set())
+    rundir.publish(rnd, run.best, card=modelcard.MARK + "\ncard")
+    assert (run.best / "model.onnx").read_text() == "onnx 1"
 
 
 def test_publish_never_replaces_a_folder_xlc_did_not_make(tmp_path):

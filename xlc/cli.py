@@ -218,14 +218,17 @@ PER_CLASS_WIDTH = 32
 """The round table's per-class cell in a terminal: lines of class-count pairs at most this wide."""
 
 
-def print_rounds(summary: dict) -> None:
-    """The round-by-round table on stdout."""
-    from xlc.report import COLUMNS, table_rows
+def print_rounds(summary: dict, width: int | None = None) -> None:
+    """The round-by-round table on stdout, without the columns the terminal (or `width`) has no room for."""
+    from xlc.report import COLUMNS, NARROW_DROPS, fit_columns, table_rows
 
+    console = stdout_console() if width is None else Console(width=width)
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
     rows = table_rows(summary["rounds"], per_class_width=PER_CLASS_WIDTH)
-    table = _table(title, COLUMNS, rows, left=COLUMNS.index("per class"))
-    stdout_console().print(table)
+    columns, rows = fit_columns(COLUMNS, rows, console.width)
+    console.print(_table(title, columns, rows, left=columns.index("per class")))
+    if dropped := [c for c in NARROW_DROPS if c not in columns]:
+        console.print(f"({', '.join(dropped)}: left out to fit {console.width} columns; all in report.md)")
 
 
 @main.command("select")

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -290,3 +290,42 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def same_bytes(path: Path, blob: bytes) -> bool:
+    """Whether the file `path` holds exactly `blob` (read in blocks; a missing file holds nothing)."""
+    view, block = memoryview(blob), 1 << 24
+    try:
+        if path.stat().st_size != len(view):
+            return False
+        with open(path, "rb") as handle:
+            return all(handle.read(block) == view[start:start + block] for start in range(0, len(view), block))
+    except OSError:
+        return False
+
+
+def write_or_link(target: Path, blob: bytes, candidates: Iterable[Path]) -> Path | None:
+    """Hard-link the first of `candidates` that holds exactly `blob` to `target`, else write `blob` there.
+
+    For a large file that often stays the same (frozen weights): stored once, however many folders
+    hold it. `target` is inside a folder being written (`atomic_dir`), so it is never seen half
+    written. Returns the candidate linked, or None when `blob` was written (no candidate holds the
+    same bytes, or links are impossible here, e.g. across file systems).
+    """
+    seen = set()
+    for candidate in candidates:
+        try:
+            found = candidate.stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) in seen or found.st_size != len(blob):
+            continue
+        seen.add((found.st_dev, found.st_ino))
+        if same_bytes(candidate, blob):
+            try:
+                os.link(candidate, target)
+                return candidate
+            except OSError:
+                break
+    target.write_bytes(blob)
+    return None

@@ -242,7 +242,8 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
         source = run.round(number)
         card = modelcard.render(modeldir.read_meta(source.model), summary, number)
         rundir.publish(source, target, card)
-    _prune(ctx, keep={state.best_round, last})
+    _prune(ctx, keep={state.best_round, last}, finished=True)
+    _crash_point("finish", last)
     pseudo_labels = pl.concat(state.pseudo) if state.pseudo else _empty_pseudo(ctx.data.pool)
     data_mod.write_parquet(pseudo_labels, run.pseudo_labels)
     report.write(run.path, summary)
@@ -315,7 +316,7 @@ def _train(ctx: Context, state: RunState, now: Round, clf: model.Classifier | No
         seconds = clock()
         clf = replace(clf, max_length=ctx.config.max_length)  # kept in xlc.json: what `xlc score` then uses
         with files.atomic_dir(folder.model) as tmp:
-            clf.save(tmp)
+            clf.save(tmp, reuse=[other.model for other in _others(ctx, rnd)])
             files.write_json(tmp / rundir.TRAIN_FILE, {
                 "losses": trained.losses, "steps": trained.steps, "epochs": trained.epochs,
                 "best_epoch": trained.best_epoch, "dev_accuracy": trained.dev_accuracy, "seconds": seconds,
@@ -341,7 +342,7 @@ def _export(ctx: Context, now: Round, clf: model.Classifier) -> Scorer:
     """Export: the student as ONNX; commits onnx/ and returns a scorer on it."""
     clock = model.timer()
     if not now.folder.onnx_file.is_file():
-        onnx.export(clf, now.folder.onnx)
+        onnx.export(clf, now.folder.onnx, reuse=[other.onnx for other in _others(ctx, now.number)])
         _crash_point("export", now.number)
     scorer = Scorer.open(now.folder.onnx, threads=ctx.config.threads)
     now.timings["export"] = clock()
@@ -475,10 +476,16 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
     )
 
 
-def _prune(ctx: Context, keep: set[int]) -> None:
-    """Drop the models of closed rounds other than `keep`, unless --keep-round-models."""
+def _others(ctx: Context, rnd: int) -> list[RoundDir]:
+    """The run's rounds other than `rnd`, the latest first: whose models a new one may share files with."""
+    return [other for other in reversed(ctx.run.rounds()) if other.number != rnd]
+
+
+def _prune(ctx: Context, keep: set[int], finished: bool = False) -> None:
+    """Drop the models of closed rounds other than `keep`, unless --keep-round-models; once `finished`,
+    the ONNX models of `keep` too (best/ and final/ hold them)."""
     if not ctx.config.keep_round_models:
-        rundir.prune(ctx.run, keep)
+        rundir.prune(ctx.run, keep, keep_onnx=set() if finished else None)
 
 
 def _score(ctx: Context, scorer: Scorer, frame: pl.DataFrame, stage: str) -> pl.DataFrame:

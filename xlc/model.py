@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
-from xlc import default_model, modeldir, modeling_xlc
+from xlc import default_model, files, modeldir, modeling_xlc
 from xlc.config import DEFAULTS, SelfTrainConfig
 from xlc.errors import XlcError, first_line
 from xlc.modeldir import META_FILE, read_meta
@@ -74,13 +74,58 @@ class Classifier:
     max_length: int | None = None
     """The --max-length it was trained with (stored in xlc.json, the scoring default); None until trained."""
 
-    def save(self, path: Path) -> None:
-        """Write a Hugging Face folder (weights, config, tokenizer with the text prefix built in) plus xlc.json."""
+    def save(self, path: Path, reuse: Sequence[Path] | None = None) -> None:
+        """Write a Hugging Face folder (weights, config, tokenizer with the text prefix built in) plus xlc.json.
+
+        `reuse` (a run's rounds): earlier model folders. The word-embedding table then goes into a
+        file of its own, hard-linked to an earlier folder's byte-identical one (see `save_weights`).
+        """
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        if reuse is None:
+            self.model.save_pretrained(path)
+        else:
+            save_weights(self.model, path, reuse)
         save_tokenizer(self.tokenizer, path)
         modeldir.finish(path, self.classes, self.text_prefix, self.max_length)
         remote_code(path)
+
+
+TABLE_FILE = "model-word-embeddings.safetensors"
+"""A run's checkpoints: the word-embedding table (frozen by default, so the same bytes every round)."""
+REST_FILE = "model-rest.safetensors"
+"""A run's checkpoints: every other weight (encoder layers, position embeddings, head)."""
+
+
+def table_name(model: PreTrainedModel) -> str:
+    """The state-dict name of the model's word-embedding table."""
+    table = model.get_input_embeddings().weight
+    return next(name for name, param in model.named_parameters() if param is table)
+
+
+def save_weights(model: MeanPoolClassifier, path: Path, reuse: Sequence[Path]) -> None:
+    """Save the weights as a two-file checkpoint that Transformers loads as it loads any sharded one
+    (model.safetensors.index.json maps each weight to its file): the word-embedding table in
+    `TABLE_FILE`, hard-linked to the first `reuse` folder's byte-identical table instead of written
+    again, and everything else in `REST_FILE`."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    name = table_name(model)
+    rest = model.state_dict()
+    table = rest.pop(name).detach().contiguous().cpu()
+    model.save_pretrained(path, state_dict=rest, max_shard_size="1000GB")  # one file: renamed below
+    os.replace(path / SAFE_WEIGHTS_NAME, path / REST_FILE)
+    blob = save({name: table}, metadata={"format": "pt"})
+    linked = files.write_or_link(path / TABLE_FILE, blob, [folder / TABLE_FILE for folder in reuse])
+    if linked is not None:
+        log.debug("%s: the word-embedding table is %s's (hard link)", path, linked.parent)
+    with safe_open(path / REST_FILE, "pt") as written:  # what save_pretrained kept of `rest`
+        kept = list(written.keys())
+    size = sum(rest[k].numel() * rest[k].element_size() for k in kept) + table.numel() * table.element_size()
+    weight_map = {**dict.fromkeys(kept, REST_FILE), name: TABLE_FILE}
+    index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
+    (path / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 REMOTE_CLASS = f"{XlcForSequenceClassification.__module__.rsplit('.', 1)[-1]}.{XlcForSequenceClassification.__name__}"
@@ -98,6 +143,18 @@ def remote_code(path: Path) -> None:
 
 def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Transformers' "Loading checkpoint shards" bar off while the block runs (xlc shows its own progress)."""
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_base(model: str) -> tuple[Path, str]:
@@ -297,7 +354,7 @@ def load(path: Path) -> Classifier:
     meta = read_meta(path)
     with loading(path / "config.json", "config"):
         config = AutoConfig.from_pretrained(path)
-    with loading(path, "weights"):
+    with loading(path, "weights"), _no_progress_bar():  # a run's checkpoints have two files ("shards")
         model = MeanPoolClassifier.from_pretrained(path, config=config).eval()
     with loading(path, "tokenizer"):
         tokenizer = load_tokenizer(path, modeldir.built_in_prefix(meta))

@@ -132,7 +132,7 @@ def _loading(prefix: str, max_length: int | None, weights: bool, built_in: bool)
         return lines + ["This folder holds the ONNX model only; the PyTorch weights are in the run's `best/` "
                         "or `final/` folder."]
     return lines + [
-        "The PyTorch weights (`model.safetensors`) load with Transformers' own Auto classes: the folder "
+        "The PyTorch weights (`*.safetensors`) load with Transformers' own Auto classes: the folder "
         "carries the model's code (`modeling_xlc.py`: the encoder, mean pooling over real tokens and a "
         "linear head), which Transformers runs when you pass `trust_remote_code=True`" + how + ":", "",
         "```python",

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
+ONNX_DATA = "model.onnx_data"
+"""Beside model.onnx in a run's models: its weights other than the word-embedding table (`split`)."""
 INT8_FILE = "model.int8.onnx"
 INT8_LOCK = ".int8.lock"
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
 
 
 def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = False,
-           card: Callable[[dict], str] | None = None) -> Path:
+           card: Callable[[dict], str] | None = None, reuse: Sequence[Path] | None = None) -> Path:
     """Export `clf` to `out/model.onnx` with its tokenizer and xlc.json; atomic per folder.
 
     xlc.json keeps the classes, text prefix and training max length, so the export scores as the run did;
@@ -35,11 +37,12 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
     (`files.check_replaceable`). `card`: makes the model card (`modelcard`) from the export's xlc.json,
     written as README.md.
+    `reuse` (a run's rounds): earlier ONNX folders to share the word-embedding table with (`split`).
     """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
 
-    from xlc.model import save_tokenizer
+    from xlc.model import save_tokenizer, table_name
 
     config = clf.model.config
     try:
@@ -54,6 +57,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
         onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
+        if reuse is not None:
+            split(tmp, table_name(clf.model), reuse)
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         save_tokenizer(clf.tokenizer, tmp)
@@ -61,6 +66,41 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         if card is not None:
             modelcard.write(tmp, card(meta))
     return out
+
+
+MAX_INLINE = 1 << 30
+"""The largest word-embedding table `split` keeps inside model.onnx (a protobuf holds at most 2 GiB)."""
+
+
+def split(folder: Path, table: str, reuse: Sequence[Path]) -> None:
+    """Rewrite `folder`'s export as model.onnx with the word-embedding initializer `table` inside and
+    every other weight in model.onnx_data (ONNX external data, the name Optimum looks for).
+
+    With the table frozen, model.onnx is then the same bytes every round (the graph and the table;
+    tested), and it is hard-linked to the first `reuse` folder's identical model.onnx instead of
+    written again. model.onnx_data, which changes every round, is never hard-linked: the onnx
+    library refuses to read external data with more than one link ("hardlink attack").
+    A model without such a table, or with one too large for a protobuf, keeps Optimum's files.
+    """
+    import onnx
+    from onnx.external_data_helper import set_external_data, write_external_data_tensors
+
+    path, data = folder / ONNX_FILE, folder / ONNX_DATA
+    proto = onnx.load(path)  # with any external data Optimum wrote for a model over 2 GiB
+    inside = [t for t in proto.graph.initializer if t.name == table]
+    if len(inside) != 1 or inside[0].ByteSize() > MAX_INLINE:
+        return
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    for tensor in proto.graph.initializer:  # the weights; integer shapes and indices stay in the graph
+        if tensor.name != table and tensor.data_type in floats and tensor.HasField("raw_data"):
+            set_external_data(tensor, ONNX_DATA)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+    for stale in (path, data):  # Optimum's files (all their data is in `proto` now)
+        stale.unlink(missing_ok=True)
+    write_external_data_tensors(proto, str(folder))
+    linked = files.write_or_link(path, proto.SerializeToString(), [f / ONNX_FILE for f in reuse])
+    if linked is not None:
+        log.debug("%s: the graph and word-embedding table are %s's (hard link)", folder, linked.parent)
 
 
 def _drop_remote_code(config_file: Path) -> None:

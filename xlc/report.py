@@ -108,6 +108,28 @@ def table_rows(rounds: list[dict], per_class_width: int | None = None) -> list[l
     return rows
 
 
+NARROW_DROPS = ("score s", "export s", "train s", "dev F1", "test F1", "pool", "labeled", "selected",
+                "pseudo prec.")
+"""Columns a narrow terminal loses, in this order: timings, F1, sizes (report.md keeps them all)."""
+
+
+def fit_columns(columns: Sequence[str], rows: list[list[str]], width: int) -> tuple[list[str], list[list[str]]]:
+    """The round table's columns that fit `width` characters, with their cells: `NARROW_DROPS` go in
+    order until a table with rich's default box and padding (3 characters a column, 1 more) fits."""
+    keep = list(columns)
+
+    def needed() -> int:
+        return 1 + sum(3 + max(len(line) for text in [c, *(row[columns.index(c)] for row in rows)]
+                               for line in text.split("\n")) for c in keep)
+
+    for drop in NARROW_DROPS:
+        if needed() <= width:
+            break
+        keep.remove(drop)
+    index = [columns.index(c) for c in keep]
+    return keep, [[row[i] for i in index] for row in rows]
+
+
 def rounds_frame(rounds: list[dict]) -> pl.DataFrame:
     """Per-round metrics as a flat Polars frame."""
     return pl.DataFrame([

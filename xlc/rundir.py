@@ -22,7 +22,7 @@ from xlc import data, files, modelcard
 from xlc.config import PATH_SETTINGS, UNTRACKED, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE
-from xlc.onnx import ONNX_FILE
+from xlc.onnx import ONNX_DATA, ONNX_FILE
 
 log = logging.getLogger("xlc")
 
@@ -85,7 +85,8 @@ class RunDir:
         return self.inputs / f"{role}.parquet"
 
     def model_folders(self) -> list[Path]:
-        """The folders holding weights (~470 MB each with the default encoder): best/, final/, each round's."""
+        """The folders holding weights: best/, final/, each round's (most of their bytes are hard links
+        of one another's files: see `publish` and `model.save_weights`)."""
         folders = [self.best, self.final, *(p for r in self.rounds() for p in (r.onnx, r.model))]
         return [p for p in folders if p.exists()]
 
@@ -301,26 +302,37 @@ def discard(out: Path) -> None:
 # ---- finishing ----------------------------------------------------------------------------------
 
 def publish(source: RoundDir, target: Path, card: str | None = None) -> None:
-    """Hard-link a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it).
+    """Put a round's Hugging Face checkpoint and ONNX model into `target` (replaced only if xlc made it).
 
+    Every file is a hard link to the round's, but ONNX external data (model.onnx_data), which is
+    copied: the onnx library refuses to read external data with more than one link, and the
+    rounds' onnx/ folders are pruned once the run is finished (`prune`). A `target` published
+    before its round's onnx/ was pruned (a run killed while finishing) is kept as it is.
     `card`: the model card (`modelcard.render`), written as target/README.md.
     """
+    if not source.onnx_file.is_file() and (target / ONNX_FILE).is_file() and files.is_marked(target):
+        return
     with files.atomic_dir(target, "model") as tmp:
         for item in source.model.iterdir():
             if item.name not in (TRAIN_FILE, files.MARKER):
                 files.link_or_copy(item, tmp / item.name)
         files.link_or_copy(source.onnx_file, tmp / ONNX_FILE)
+        if (source.onnx / ONNX_DATA).is_file():
+            shutil.copyfile(source.onnx / ONNX_DATA, tmp / ONNX_DATA)
         if card is not None:
             modelcard.write(tmp, card)
 
 
-def prune(run: RunDir, keep: set[int]) -> None:
+def prune(run: RunDir, keep: set[int], keep_onnx: set[int] | None = None) -> None:
     """Drop the models (Hugging Face checkpoint and ONNX) of closed rounds not in `keep` (the best and the
-    latest); each round's records and scored pool stay. Only folders that xlc marked as its own go."""
+    latest), and the ONNX models of those not in `keep_onnx` (default `keep`; none once `best/` and
+    `final/` hold them); each round's records and scored pool stay. Only folders that xlc marked as
+    its own go; files that another round's model shares (hard links) stay with that model."""
+    keep_onnx = keep if keep_onnx is None else keep_onnx
     for rnd in run.rounds():
-        if rnd.number in keep or not rnd.closed:
+        if not rnd.closed:
             continue
-        if rnd.model.is_dir() and (files.is_marked(rnd.model) or rnd.train_file.is_file()):
+        if rnd.number not in keep and rnd.model.is_dir() and (files.is_marked(rnd.model) or rnd.train_file.is_file()):
             shutil.rmtree(rnd.model)
-        if rnd.onnx.is_dir() and files.is_marked(rnd.onnx):
+        if rnd.number not in keep_onnx and rnd.onnx.is_dir() and files.is_marked(rnd.onnx):
             shutil.rmtree(rnd.onnx)

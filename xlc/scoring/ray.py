@@ -86,11 +86,12 @@ def connected(options: RayOptions, shutdown: bool = True) -> Iterator[Any]:
                 ray.init(address=options.address, **quiet)
             else:  # "local": never join some other cluster found on this machine
                 ray.init(address="local", include_dashboard=False, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a raylet that dies while starting raises a bare Exception
             where = f"--ray-address {options.address}" if options.address else "a local Ray instance"
             hint = ("; is the cluster up (`ray status`)? `ray start` turns token authentication on: "
                     "set RAY_AUTH_MODE=token here, with the head node's ~/.ray/auth_token"
-                    if options.address else "")
+                    if options.address else "; on a busy machine Ray's start can time out: try again, "
+                    "or score with --engine local")
             raise XlcError(f"{where}: cannot start or connect to Ray: {first_line(exc)}{hint}") from None
         started = True
     try:
