@@ -233,6 +233,22 @@ def headline(result: dict) -> list[str]:
     return lines
 
 
+def headline_average(result: dict) -> list[str]:
+    """Weight averaging over rounds, for the default and the control, per data set."""
+    last = f"fixed-{result['settings']['rounds']}"
+    lines = ["| data set | default | balanced-avg | control | control-avg | balanced-avg − default | "
+             "balanced-avg − control | balanced-avg − control-avg |", "|---|---|---|---|---|---|---|---|"]
+    ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]"  # noqa: E731
+    for name, ds in result["datasets"].items():
+        if "balanced-avg - default" not in ds.get("bootstrap", {}):
+            continue
+        acc = {m: f"{ds['methods'][m]['rules'][last]['mean']:.1f}"
+               for m in ("balanced", "balanced-avg", "control", "control-avg")}
+        diffs = [ci(ds["bootstrap"][f"balanced-avg - {k}"]) for k in ("default", "control", "control-avg")]
+        lines.append(f"| {name} | " + " | ".join([*acc.values(), *diffs]) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = ["# Model selection without target labels", "",
              f"- command: `{result['command']}`", f"- settings: {json.dumps(result['settings'])}",
@@ -246,6 +262,11 @@ def markdown(result: dict) -> str:
                   "default's). Test accuracy and macro-F1 (%), mean of the seeds; differences: paired bootstrap, "
                   "seeds pooled, 95% interval; pseudo prec.: the share of correct pseudo-labels over all rounds.",
                   "", *headline(result), ""]
+    if any("balanced-avg - default" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
+        lines += ["## Weight averaging over rounds", "",
+                  "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test "
+                  "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.",
+                  "", *headline_average(result), ""]
     for name, ds in result["datasets"].items():
         lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
         for method, m in ds["methods"].items():
