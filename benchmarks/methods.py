@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -300,6 +301,13 @@ def main() -> None:
                 lambda spec: Screen(spec, args), summarise, markdown)
 
 
+def dump(result: dict) -> str:
+    """JSON with one key per line, but every list of numbers (test predictions: thousands) on one line."""
+    text = json.dumps(result, indent=1)
+    return re.sub(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+
+
 def run_screens(script: str, args: argparse.Namespace, specs: list[Set], make_screen: Callable[[Set], Screen],
                 summarise: Callable[[Screen, dict[int, dict]], dict], markdown: Callable[[dict], str]) -> None:
     """Screen each data set of `specs`, seed by seed; after every seed, `args.out` (.json and .md) is
@@ -321,7 +329,7 @@ def run_screens(script: str, args: argparse.Namespace, specs: list[Set], make_sc
             result["minutes"] = (time.perf_counter() - start) / 60
             result["machine"] = (torch.cuda.get_device_name() if screen.device.type == "cuda"
                                  else f"{torch.get_num_threads()} torch threads")
-            args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+            args.out.with_suffix(".json").write_text(dump(result))
             args.out.with_suffix(".md").write_text(markdown(result))
         del screen
     log.info("done in %.1f min", (time.perf_counter() - start) / 60)
