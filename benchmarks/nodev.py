@@ -10,6 +10,9 @@ loop for `--rounds` rounds (warm start, Kt per class) and one round of soft self
 targets), and records after every round: the target test predictions, the English dev and the
 target dev accuracy, and label-free pool signals (share of pool labels changed since the last
 round, mean confidence, distance of the predicted class shares from the English ones).
+`--methods` adds the same-compute control (the same warm-started rounds on English alone, each
+as many optimiser steps as the default's) and weight averaging (each method's rounds 1..k with
+their weights averaged into one model).
 
 The rules, each choosing one round per run:
 - round0: never self-train (zero-shot);
