@@ -16,8 +16,9 @@ Two figures per run:
   actors are in that tree. A peak shorter than the interval can be missed. RSS counts a page
   shared by several processes (libraries, Ray's object store in /dev/shm) once per process; PSS
   splits it between them, so the PSS sum is the closer figure for "memory the job holds".
-Ray-looking processes of this user that start during a run outside the tree are listed
-(`outside_tree`): they would be memory the sum misses (or another job's processes).
+Ray processes of this user that start during a run outside the tree (Ray's actor workers
+are not children of the job) are counted in the sums too and listed (`outside_tree`): on a
+machine where another Ray job starts at the same time, its processes would be counted as well.
 """
 
 from __future__ import annotations
@@ -107,10 +108,9 @@ def descendants(root: int, procs: dict[int, tuple[int, int, str]]) -> set[int]:
     return tree
 
 
-def ray_outside(tree: set[int], since: int, procs: dict[int, tuple[int, int, str]]) -> set[str]:
-    """Command lines of Ray processes started at or after `since` (clock ticks) outside `tree`."""
-    return {cmd[:80] for pid, (_, started, cmd) in procs.items()
-            if pid not in tree and started >= since and is_ray(cmd)}
+def ray_outside(tree: set[int], since: int, procs: dict[int, tuple[int, int, str]]) -> set[int]:
+    """Ray processes started at or after `since` (clock ticks) outside `tree`."""
+    return {pid for pid, (_, started, cmd) in procs.items() if pid not in tree and started >= since and is_ray(cmd)}
 
 
 def is_ray(cmdline: str) -> bool:
@@ -128,13 +128,14 @@ def measure(command: list[str], interval: float) -> dict:
     while True:
         procs = processes()
         since = since or procs.get(child.pid, (0, 0, ""))[1]
-        tree = descendants(child.pid, procs)
+        strays = ray_outside(descendants(child.pid, procs), since or 0, procs)
+        tree = descendants(child.pid, procs) | strays
+        outside |= {procs[p][2][:80] for p in strays}
         sample = {"driver_sampled_mib": proc_kib(child.pid, "status", "VmRSS:"),
                   "tree_rss_mib": sum(proc_kib(p, "status", "VmRSS:") for p in tree),
                   "tree_pss_mib": sum(proc_kib(p, "smaps_rollup", "Pss:") for p in tree),
                   "processes": len(tree)}
         peak = {k: max(v, sample[k]) for k, v in peak.items()}
-        outside |= ray_outside(tree, since or 0, procs)
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
@@ -170,7 +171,8 @@ def markdown(result: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".", "",
              f"Model: {result['model']}. `wait4`: ru_maxrss of the `xlc score` process (with Ray: the largest "
              f"single process of its tree). `tree RSS`/`tree PSS`: the summed RSS/PSS of `xlc score` and all "
-             f"its descendants (Ray's raylet, GCS, workers, actors), sampled every {result['interval_s']} s; a "
+             f"its descendants (Ray's raylet, GCS, workers), plus the Ray processes started during the run outside "
+             f"that tree (the actors), sampled every {result['interval_s']} s; a "
              f"shorter peak can be missed, and the RSS sum counts shared pages (libraries, the object store) "
              f"once per process. Peaks in MiB.", "",
              "| engine | rows | load before | seconds | rows/s | wait4 | tree RSS | tree PSS | processes |",
@@ -187,7 +189,7 @@ def markdown(result: dict) -> str:
                          f"{ratio['tree_rss_mib']:.2f}x | {ratio['tree_pss_mib']:.2f}x | "
                          f"{'yes' if ratio['holds'] else 'NO'} |")
     strays = sorted({s for r in result["runs"] for s in r["outside_tree"]})
-    lines += ["", "Ray processes of this user started during a run outside the sampled tree: "
+    lines += ["", "Ray processes started during a run outside the job's process tree (counted in the sums): "
               + ("; ".join(f"`{s}`" for s in strays) if strays else "none") + "."]
     return "\n".join(lines) + "\n"
 
