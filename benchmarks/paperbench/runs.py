@@ -113,7 +113,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
         train=part.train, unlabeled=part.pool.select("id", "text", "lang", "label"), dev=part.dev,
         test=part.test.drop("item") if p.test_every_round else None, selector=selector,
         selector_options=options,
-        out=run_dir, **settings,
+        out=run_dir, keep_round_models=True, **settings,  # round 0 is read below; the models go at the end
     )
     run_seconds = time.perf_counter() - start
     clock = time.perf_counter()
