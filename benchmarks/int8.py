@@ -63,12 +63,9 @@ def dynamic(smooth: float | None = None, u8u8: bool = False, **options: object) 
         from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        if options.pop("ffn_output_fp32", False):
-            options["nodes_to_exclude"] = ffn_output_matmuls(source)
-        if smooth is not None:
-            source = smoothed(source, target.with_name("smoothed.onnx"), smooth, pool)
+        source, given = prepared(source, target, pool, smooth, options)
         quantize_dynamic(source, target, weight_type=QuantType.QUInt8 if u8u8 else QuantType.QInt8,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT}, **options)  # type: ignore[arg-type]
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT}, **given)  # type: ignore[arg-type]
     return run
 
 
@@ -77,16 +74,25 @@ def static(method: str = "MinMax", smooth: float | None = None, **options: objec
     def run(source: Path, target: Path, pool: list[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        if options.pop("ffn_output_fp32", False):
-            options["nodes_to_exclude"] = ffn_output_matmuls(source)
-        if smooth is not None:
-            source = smoothed(source, target.with_name("smoothed.onnx"), smooth, pool)
+        source, given = prepared(source, target, pool, smooth, options)
         quantize_static(source, target, CalibrationReader(source, pool),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"], per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, method),
-                        extra_options={"MatMulConstBOnly": True, "CalibPercentile": 99.99}, **options)  # type: ignore[arg-type]
+                        extra_options={"MatMulConstBOnly": True, "CalibPercentile": 99.99}, **given)  # type: ignore[arg-type]
     return run
+
+
+def prepared(source: Path, target: Path, pool: list[str], smooth: float | None,
+             options: dict[str, object]) -> tuple[Path, dict[str, object]]:
+    """The model to quantise (SmoothQuant's rescaled copy when `smooth` is given) and the quantiser's
+    options, `ffn_output_fp32` turned into the FFN output MatMuls to leave out."""
+    given = {k: v for k, v in options.items() if k != "ffn_output_fp32"}
+    if options.get("ffn_output_fp32"):
+        given["nodes_to_exclude"] = ffn_output_matmuls(source)
+    if smooth is not None:
+        source = smoothed(source, target.with_name("smoothed.onnx"), smooth, pool)
+    return source, given
 
 
 def smooth_only(alpha: float) -> Quantise:
@@ -152,6 +158,11 @@ def channel_maxima(model_dir: Path, texts: tuple[str, ...]) -> dict[str, np.ndar
     return maxima
 
 
+def module_name(matmul: str) -> str:
+    """The PyTorch module of an exported MatMul node's name: /encoder/layer.0/.../MatMul -> encoder.layer.0...."""
+    return matmul.removesuffix("/MatMul").lstrip("/").replace("/", ".")
+
+
 def smoothed(source: Path, target: Path, alpha: float, pool: list[str]) -> Path:
     """SmoothQuant on the ONNX graph: x W = (x / s) (s W), s_j = max|x_j|^a / max|W_j|^(1-a), per input channel.
 
@@ -167,12 +178,11 @@ def smoothed(source: Path, target: Path, alpha: float, pool: list[str]) -> Path:
     weights = {w.name: w for w in model.graph.initializer}
     groups: dict[str, list] = defaultdict(list)
     for node in model.graph.node:
-        module = node.name.removesuffix("/MatMul").lstrip("/").replace("/", ".")
-        if node.op_type == "MatMul" and node.input[1] in weights and module in maxima:
+        if node.op_type == "MatMul" and node.input[1] in weights and module_name(node.name) in maxima:
             groups[node.input[0]].append(node)
     muls = {}
     for tensor, nodes in groups.items():
-        x = maxima[nodes[0].name.removesuffix("/MatMul").lstrip("/").replace("/", ".")]
+        x = maxima[module_name(nodes[0].name)]
         ws = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]  # ONNX MatMul weight: [in, out]
         w = np.max([np.abs(m).max(1) for m in ws], axis=0)
         s = (np.maximum(x, 1e-5) ** alpha / np.maximum(w, 1e-5) ** (1 - alpha)).astype(np.float32)

@@ -116,14 +116,11 @@ NARROW_DROPS = ("score s", "export s", "train s", "dev F1", "test F1", "pool", "
 def fit_columns(columns: Sequence[str], rows: list[list[str]], width: int) -> tuple[list[str], list[list[str]]]:
     """The round table's columns that fit `width` characters, with their cells: `NARROW_DROPS` go in
     order until a table with rich's default box and padding (3 characters a column, 1 more) fits."""
+    widths = {c: max(len(line) for text in [c, *(row[i] for row in rows)] for line in text.split("\n"))
+              for i, c in enumerate(columns)}
     keep = list(columns)
-
-    def needed() -> int:
-        return 1 + sum(3 + max(len(line) for text in [c, *(row[columns.index(c)] for row in rows)]
-                               for line in text.split("\n")) for c in keep)
-
     for drop in NARROW_DROPS:
-        if needed() <= width:
+        if 1 + sum(3 + widths[c] for c in keep) <= width:
             break
         keep.remove(drop)
     index = [columns.index(c) for c in keep]
