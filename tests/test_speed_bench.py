@@ -1,10 +1,11 @@
-"""benchmarks/score_speed.py: one short run on the tiny model, real ORT sessions."""
+"""benchmarks/score_speed.py and round_split.py: one short run on the tiny model, real ORT sessions."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 
 from xlc import data, model, onnx
+from xlc.rundir import RunDir
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -75,3 +77,31 @@ def test_a_folder_without_pytorch_weights_reports_the_eager_variants_as_not_run(
         assert result["variants"][key]["status"].startswith("no PyTorch weights"), result["variants"][key]
         assert "seconds" not in result["variants"][key]
     assert result["variants"]["ort-bucketed"]["status"] == "ok"
+
+
+def test_round_split_shares_and_targets(tmp_path):
+    round_split = load_script("round_split")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.run_file.write_text("{}")
+    timings = [{"train": 10.0, "export": 2.0, "evaluate": 1.0, "score": 4.0, "select": 0.5},
+               {"train": 12.0, "export": 6.0, "evaluate": 1.0}]
+    stamp = run.run_file.stat().st_mtime
+    for number, phases in enumerate(timings):
+        folder = run.round(number)
+        folder.path.mkdir()
+        folder.metrics.write_text(json.dumps({"labeled": 80, "pool": 60, "timings": phases}))
+        stamp += sum(phases.values()) + 1.0  # one second outside the phases
+        os.utime(folder.metrics, (stamp, stamp))
+    rounds = round_split.split(run)
+    assert [r["wall_seconds"] for r in rounds] == [18.5, 20.0]
+    assert rounds[0]["share"]["score"] == pytest.approx(4 / 18.5, abs=1e-4)
+    assert rounds[0]["other_seconds"] == pytest.approx(1.0)
+    assert (rounds[0]["export_ok"], rounds[0]["score_ok"]) == (True, False)
+    assert (rounds[1]["export_ok"], rounds[1]["score_ok"]) == (False, None)
+    summary = round_split.summary([{"rounds": rounds}])
+    assert summary[1]["seconds"] == {"train": 12.0, "export": 6.0, "evaluate": 1.0}
+    assert "| 1 | 20.0 |" in round_split.markdown({
+        "command": "c", "date": "d", "machine": {"cpu": "x", "cores": 2, "memory_gib": 1}, "versions": {},
+        "cycles": [{"wall_seconds": 40.0, "outside_rounds_seconds": 1.5, "load_average_before": 0.0,
+                    "load_average_after": 0.0, "rounds": rounds}], "summary": summary})
