@@ -49,6 +49,7 @@ def test_too_small_a_training_set_to_hold_out_dev_is_refused(tmp_path):
     ({}, "dev"),  # the demo has a target-language dev set
     ({"train": "a.csv", "unlabeled": "u.csv", "select_round": "dev"}, "dev"),
     ({"train": "a.csv", "unlabeled": "u.csv", "dev": "d.csv", "select_round": "last"}, "last"),
+    ({"train": "a.csv", "unlabeled": "u.csv", "dev": "d.csv", "select_round": "average"}, "average"),
 ])
 def test_the_round_rule_follows_the_dev_set_unless_chosen(settings, rule):
     assert SelfTrainConfig.from_mapping(settings).round_rule == rule

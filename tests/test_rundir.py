@@ -50,6 +50,7 @@ def test_the_run_folder_names_its_files_in_one_place(tmp_path):
         "report_md": "report.md",
     }
     assert run.input("train") == tmp_path / "inputs" / "train.parquet"
+    assert run.average.path == tmp_path / "average"
 
 
 def test_rounds_on_disk_come_in_number_order_and_other_folders_are_ignored(tmp_path):

@@ -200,7 +200,8 @@ def selftrain(config_file: Path | None, resume_dir: Path | None, quiet: bool, as
         _echo_run(folder, result.report, finished_before=False)
         return
     print_rounds(result.report)
-    click.echo(f"best round {result.best_round}: {result.best_model}; stopped: {result.stop_reason}")
+    delivered = report.delivered(result.report) if report.averaged(result.report) else f"best round {result.best_round}"
+    click.echo(f"{delivered}: {result.best_model}; stopped: {result.stop_reason}")
     if note := report.best_round_note(result.report):
         click.echo(f"note: the delivered model is {note}")
     click.echo(f"report: {RunDir(result.out).report_md}")
@@ -220,11 +221,11 @@ PER_CLASS_WIDTH = 32
 
 def print_rounds(summary: dict, width: int | None = None) -> None:
     """The round-by-round table on stdout, without the columns the terminal (or `width`) has no room for."""
-    from xlc.report import COLUMNS, NARROW_DROPS, fit_columns, table_rows
+    from xlc.report import COLUMNS, NARROW_DROPS, averaged, fit_columns, table_rows
 
     console = stdout_console() if width is None else Console(width=width)
     title = f"xlc selftrain: selector {summary['config']['selector']}, classes {', '.join(summary['classes'])}"
-    rows = table_rows(summary["rounds"], per_class_width=PER_CLASS_WIDTH)
+    rows = table_rows(summary["rounds"], per_class_width=PER_CLASS_WIDTH, average=averaged(summary))
     columns, rows = fit_columns(COLUMNS, rows, console.width)
     console.print(_table(title, columns, rows, left=columns.index("per class")))
     if dropped := [c for c in NARROW_DROPS if c not in columns]:

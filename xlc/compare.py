@@ -19,18 +19,19 @@ from xlc.rundir import RunDir
 
 def compare(run_dirs: Sequence[Path]) -> dict:
     """The runs' facts and each run's difference to the first (in accuracy points)."""
-    runs = [_facts(Path(d)) for d in run_dirs]
-    predictions = [_predictions(Path(d), r["best_round"]) for d, r in zip(run_dirs, runs, strict=True)]
+    summaries = [report.read(Path(d)) for d in run_dirs]
+    runs = [_facts(Path(d), summary) for d, summary in zip(run_dirs, summaries, strict=True)]
+    predictions = [_predictions(Path(d), summary) for d, summary in zip(run_dirs, summaries, strict=True)]
     comparisons = [_difference(runs[0]["run"], run["run"], predictions[0], found)
                    for run, found in zip(runs[1:], predictions[1:], strict=True)]
     return {"runs": runs, "comparisons": comparisons}
 
 
-def _facts(run_dir: Path) -> dict:
-    summary = report.read(run_dir)
+def _facts(run_dir: Path, summary: dict) -> dict:
     rounds = summary["rounds"]
     best = summary["best_round"]
-    per_lang = (rounds[best].get("test") or {}).get("per_lang") or {}
+    delivered = report.delivered_record(summary)
+    per_lang = (delivered.get("test") or {}).get("per_lang") or {}
     per_class: dict[str, int] = {}
     for r in rounds:
         for c, n in (r.get("selected_per_class") or {}).items():
@@ -38,8 +39,9 @@ def _facts(run_dir: Path) -> dict:
     return {
         "run": str(run_dir), "selector": summary["config"].get("selector"),
         "options": summary["config"].get("selector_options") or {}, "best_round": best,
+        "delivered": report.average_label(mean) if (mean := report.averaged(summary)) else str(best),
         "round_rule": summary.get("round_rule", "dev"), "classes": summary["classes"],
-        "test_accuracy": _accuracy(rounds[best], "test"),
+        "test_accuracy": _accuracy(delivered, "test"),
         "test_per_lang": {k: v["accuracy"] for k, v in per_lang.items()},
         "pseudo_labels_per_class": per_class,
         "rounds": [{"round": r["round"], "dev_accuracy": _accuracy(r, "dev"), "test_accuracy": _accuracy(r, "test")}
@@ -51,8 +53,10 @@ def _accuracy(record: dict, split: str) -> float | None:
     return (record.get(split) or {}).get("accuracy")
 
 
-def _predictions(run_dir: Path, best_round: int) -> pl.DataFrame | None:
-    path = RunDir(run_dir).round(best_round).test_predictions
+def _predictions(run_dir: Path, summary: dict) -> pl.DataFrame | None:
+    """The delivered model's test predictions: the average's (--select-round average) or the best round's."""
+    run = RunDir(run_dir)
+    path = (run.average if report.averaged(summary) else run.round(summary["best_round"])).test_predictions
     return pl.read_parquet(path) if path.is_file() else None
 
 
@@ -78,7 +82,7 @@ def _difference(a: str, b: str, first: pl.DataFrame | None, other: pl.DataFrame 
 
 def run_rows(result: dict) -> list[list[str]]:
     """One row per run: selector, delivered round (rule), test accuracy, pseudo-labels per class."""
-    return [[r["run"], f"{r['selector']} {_options(r['options'])}".strip(), f"{r['best_round']} ({r['round_rule']})",
+    return [[r["run"], f"{r['selector']} {_options(r['options'])}".strip(), f"{r['delivered']} ({r['round_rule']})",
              _pct(r["test_accuracy"]), " ".join(str(r["pseudo_labels_per_class"].get(c, 0)) for c in r["classes"])]
             for r in result["runs"]]
 

@@ -18,7 +18,7 @@ from xlc.errors import XlcError
 
 ENGINES = ("local", "ray")
 TARGETS = ("hard", "soft")
-ROUND_RULES = ("auto", "dev", "last")
+ROUND_RULES = ("auto", "dev", "last", "average")
 TRACKERS = ("mlflow",)
 UNTRACKED = ("out", "track", "track_uri")
 """Settings that do not change what a run computes: not in its fingerprint (a run resumes across them)."""
@@ -72,9 +72,10 @@ class SelfTrainConfig:
     selector_options: Mapping[str, Any] = field(default_factory=dict)  # the CLI has its own options for them
     max_rounds: int = setting(3, "Self-training rounds after round 0.")
     patience: int = setting(1, "Stop after this many rounds without dev gain.")
-    select_round: str = setting("auto", "Which round's model to deliver: the best on dev (with patience), or "
-                                        "the last of --max-rounds; auto: dev with a target-language --dev, last "
-                                        "without one.", choices=ROUND_RULES)
+    select_round: str = setting("auto", "Which model to deliver: the best round on dev (with patience), the last "
+                                        "of --max-rounds, or the average of the weights of rounds 1 to "
+                                        "--max-rounds; auto: dev with a target-language --dev, last without one.",
+                                choices=ROUND_RULES)
     epochs: int = setting(5, "Epochs per round (the most, with --select-epoch).")
     select_epoch: bool = setting(True, "Score dev after each epoch and keep the best epoch, or train exactly "
                                        "--epochs.", off="--fixed-epochs")
@@ -149,7 +150,8 @@ class SelfTrainConfig:
 
     @property
     def round_rule(self) -> str:
-        """How the delivered round is chosen: "dev" (best on a target-language dev set) or "last"."""
+        """How the delivered model is chosen: "dev" (the best round on a target-language dev set), "last" or
+        "average" (of the weights of rounds 1..the last; both run every round of --max-rounds)."""
         if self.select_round != "auto":
             return self.select_round
         return "dev" if self.dev or self.uses_demo else "last"

@@ -5,10 +5,11 @@ ONNX), evaluate (dev/test), then, unless the run stops, score (the pool U) and s
 (pseudo-labeled texts), and close (record the round; the selection moves from U to L).
 
 Every phase commits its result atomically inside the round's folder (see `rundir.RoundDir`;
-metrics.json, written by close, closes the round). A run killed at any moment and started
-again with the same settings replays the closed rounds, reuses the committed phases of the
-open one, and ends exactly as an uninterrupted run would (training is seeded per round;
-optimizers start fresh).
+metrics.json, written by close, closes the round); with --select-round average, the finished
+run's round models are then averaged into average/, which is exported and evaluated as a round
+is, phase by phase. A run killed at any moment and started again with the same settings replays
+the closed rounds, reuses the committed phases of the open one, and ends exactly as an
+uninterrupted run would (training is seeded per round; optimizers start fresh).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class RunState:
     stop: Stop | None = None
 
     def observe(self, rnd: int, dev_accuracy: float, rule: str = "dev") -> bool:
-        """Update the early-stopping tally; True when `rnd` is the new best (with rule "last": every round)."""
-        if rule == "last" or dev_accuracy > self.best_dev:
+        """Update the early-stopping tally; True when `rnd` is the new best (with rules other than "dev":
+        every round, so patience never ends the run)."""
+        if rule != "dev" or dev_accuracy > self.best_dev:
             self.best_round, self.best_dev, self.stale = rnd, dev_accuracy, 0
             return True
         self.stale += 1
@@ -231,16 +233,20 @@ def _replay(ctx: Context) -> RunState:
 
 
 def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
-    """Publish the best and the last round's models, prune, write the pseudo-labels and the report."""
+    """Publish the delivered (the best round's, or the average's) and the last round's models, prune, write
+    the pseudo-labels and the report."""
     run, last = ctx.run, len(state.rounds) - 1
+    delivered = _average(ctx, last) if ctx.config.round_rule == "average" else None
     facts = report.data_facts({"train": ctx.data.train, "unlabeled": ctx.data.pool, "dev": ctx.data.dev,
                                "test": ctx.data.test})
     facts["dev_held_out"] = ctx.data.dev_held_out
     summary = report.build(ctx.config, ctx.data.classes, state.rounds, state.best_round, stop.reason, stop.code,
-                           facts)
-    for number, target in ((last, run.final), (state.best_round, run.best)):
-        source = run.round(number)
-        card = modelcard.render(modeldir.read_meta(source.model), summary, number)
+                           facts, delivered)
+    averaged = delivered is not None
+    best = run.average if averaged else run.round(state.best_round)
+    for source, target, number, average in ((run.round(last), run.final, last, False),
+                                            (best, run.best, state.best_round, averaged)):
+        card = modelcard.render(modeldir.read_meta(source.model), summary, number, average=average)
         rundir.publish(source, target, card)
     _prune(ctx, keep={state.best_round, last}, finished=True)
     _crash_point("finish", last)
@@ -254,6 +260,29 @@ def _finish(ctx: Context, state: RunState, stop: Stop) -> RunResult:
         best_round=state.best_round, best_model=run.best, final_model=run.final,
         stop_reason=stop.reason, report=summary, stop_code=stop.code,
     )
+
+
+def _average(ctx: Context, last: int) -> dict:
+    """--select-round average: the weights of rounds 1..`last` (round 0 alone when it is the last) averaged
+    into average/, which is then exported and evaluated as a round is; returns report.json's "delivered"."""
+    folder, rounds = ctx.run.average, list(range(1, last + 1)) or [0]
+    folder.path.mkdir(exist_ok=True)
+    if not folder.train_file.is_file():
+        clock = model.timer()
+        clf = model.load(ctx.run.round(last).model)
+        clf.model.load_state_dict(model.average_weights(
+            model.load(ctx.run.round(number).model).model.state_dict() for number in rounds))
+        with files.atomic_dir(folder.model) as tmp:
+            clf.save(tmp, reuse=[other.model for other in reversed(ctx.run.rounds())])
+            files.write_json(tmp / rundir.TRAIN_FILE, {"rounds": rounds, "seconds": clock()})
+        _crash_point("average", last)
+    if not folder.evaluation.is_file():  # once it is, the ONNX model may be pruned (best/ holds it)
+        if not folder.onnx_file.is_file():
+            onnx.export(model.load(folder.model), folder.onnx,
+                        reuse=[other.onnx for other in reversed(ctx.run.rounds())])
+        _commit_evaluation(ctx, folder, Scorer.open(folder.onnx, threads=ctx.config.threads), "average")
+    evaluated = json.loads(folder.evaluation.read_text())
+    return {"rule": "average", "rounds": rounds, **{k: evaluated[k] for k in ("dev", "test") if k in evaluated}}
 
 
 def load_result(out: Path) -> RunResult:
@@ -352,22 +381,28 @@ def _export(ctx: Context, now: Round, clf: model.Classifier) -> Scorer:
 def _evaluate(ctx: Context, state: RunState, now: Round, scorer: Scorer) -> None:
     """Evaluate: metrics on dev (and test); commits eval.json and updates the early-stopping tally."""
     if not now.folder.evaluation.is_file():
-        clock = model.timer()
-        result = {}
-        for split, frame in (("dev", ctx.data.dev), ("test", ctx.data.test)):
-            if frame is None:
-                continue
-            scored = _score(ctx, scorer, frame, f"round {now.number}: {split}")
-            result[split] = metrics.evaluate(scored, ctx.data.classes)
-            if split == "test":  # per text, for paired comparisons of runs (`xlc report RUN_A RUN_B`)
-                data_mod.write_parquet(scored.select("text", "lang", "gold", "label"), now.folder.test_predictions)
-        files.write_json(now.folder.evaluation, {**result, "seconds": clock()})
+        _commit_evaluation(ctx, now.folder, scorer, f"round {now.number}")
     evaluated = json.loads(now.folder.evaluation.read_text())
     now.timings["evaluate"] = evaluated.pop("seconds")
     now.record.update(evaluated)
     state.observe(now.number, now.record["dev"]["accuracy"], ctx.config.round_rule)
     log.info("round %d: labeled %d, dev accuracy %.4f", now.number, state.labeled.height,
              now.record["dev"]["accuracy"])
+
+
+def _commit_evaluation(ctx: Context, folder: RoundDir, scorer: Scorer, stage: str) -> None:
+    """Score dev (and test) with `folder`'s model; commit the test predictions, then eval.json (the metrics
+    and the seconds they took)."""
+    clock = model.timer()
+    result = {}
+    for split, frame in (("dev", ctx.data.dev), ("test", ctx.data.test)):
+        if frame is None:
+            continue
+        scored = _score(ctx, scorer, frame, f"{stage}: {split}")
+        result[split] = metrics.evaluate(scored, ctx.data.classes)
+        if split == "test":  # per text, for paired comparisons of runs (`xlc report RUN_A RUN_B`)
+            data_mod.write_parquet(scored.select("text", "lang", "gold", "label"), folder.test_predictions)
+    files.write_json(folder.evaluation, {**result, "seconds": clock()})
 
 
 def _stop_before_selection(config: SelfTrainConfig, state: RunState, rnd: int) -> Stop | None:
@@ -483,9 +518,15 @@ def _others(ctx: Context, rnd: int) -> list[RoundDir]:
 
 def _prune(ctx: Context, keep: set[int], finished: bool = False) -> None:
     """Drop the models of closed rounds other than `keep`, unless --keep-round-models; once `finished`,
-    the ONNX models of `keep` too (best/ and final/ hold them)."""
-    if not ctx.config.keep_round_models:
-        rundir.prune(ctx.run, keep, keep_onnx=set() if finished else None)
+    the ONNX models of `keep` too (best/ and final/ hold them). Until then, with --select-round average,
+    the checkpoints of rounds 1.. stay: the run averages them when it finishes."""
+    if ctx.config.keep_round_models:
+        return
+    if finished:
+        rundir.prune(ctx.run, keep, keep_onnx=set())
+    else:
+        averaged = set(range(1, max(keep) + 1)) if ctx.config.round_rule == "average" else set()
+        rundir.prune(ctx.run, keep | averaged, keep_onnx=keep)
 
 
 def _score(ctx: Context, scorer: Scorer, frame: pl.DataFrame, stage: str) -> pl.DataFrame:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,24 @@ def save_weights(model: MeanPoolClassifier, path: Path, reuse: Sequence[Path]) -
     weight_map = {**dict.fromkeys(kept, REST_FILE), name: TABLE_FILE}
     index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
     (path / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def average_weights(states: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts (e.g. a run's round models), as a running mean.
+
+    Floating-point tensors are averaged; a tensor equal to the mean so far is left as it is, so one
+    equal in every state dict (the frozen word-embedding table) keeps its bits exactly. Other
+    tensors (integer buffers) are the last state dict's.
+    """
+    mean: dict[str, torch.Tensor] = {}
+    for count, state in enumerate(states, start=1):
+        for name, value in state.items():
+            value = value.detach()
+            if count == 1 or not value.is_floating_point():
+                mean[name] = value.clone()
+            elif not torch.equal(value, mean[name]):
+                mean[name] += (value - mean[name]) / count
+    return mean
 
 
 REMOTE_CLASS = f"{XlcForSequenceClassification.__module__.rsplit('.', 1)[-1]}.{XlcForSequenceClassification.__name__}"

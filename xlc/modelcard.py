@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +24,34 @@ MARK = "<!-- model card written by xlc; xlc rewrites this file -->"
 """Encoder types whose AutoModel takes `add_pooling_layer` (as `model._pooler_kwargs`)."""
 
 
+def averaged(report: Mapping[str, Any] | None) -> dict | None:
+    """report.json's "delivered" when `best/` holds the average of rounds' weights (--select-round average):
+    the rule, the rounds averaged and the average's dev and test metrics; else None (`best/` holds a round)."""
+    found = (report or {}).get("delivered")
+    return dict(found) if isinstance(found, Mapping) and found.get("rule") == "average" else None
+
+
+def rounds_text(rounds: Sequence[int]) -> str:
+    """Rounds in words: "round 0", "rounds 1-3"."""
+    return f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
+
+
 def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, round_number: int | None = None,
-           *, weights: bool = True) -> str:
+           *, weights: bool = True, average: bool = False) -> str:
     """The card, in Markdown.
 
     `meta`: the folder's xlc.json; `report`: the run's report.json, or None for a model whose run
     is unknown; `round_number`: the round whose model the folder holds; `weights`: the folder holds
-    the PyTorch weights (best/, final/) besides model.onnx, else ONNX only (`xlc export`).
+    the PyTorch weights (best/, final/) besides model.onnx, else ONNX only (`xlc export`);
+    `average`: the folder holds the average of the rounds' weights that the report's "delivered"
+    names (`averaged`), the last of them `round_number`.
     """
     classes = list(meta["classes"])
     prefix, max_length = meta.get("text_prefix", ""), meta.get("max_length")
     config = dict((report or {}).get("config") or {})
     rounds = list((report or {}).get("rounds") or [])
     record = rounds[round_number] if round_number is not None and 0 <= round_number < len(rounds) else None
+    mean = averaged(report) if average else None
     facts = dict((report or {}).get("data") or {})
     lines = [MARK, "", "# xlc text classifier", "",
              "A text classifier trained by xlc (cross-lingual self-training of text classifiers): "
@@ -59,7 +74,8 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
         if first:
             lines.append(f"- Labeled training texts: {first['labeled']}")
         if record is not None and first:
-            lines.append(f"- Pseudo-labels this model was trained on: {record['labeled'] - first['labeled']} "
+            whose = "its last averaged round" if mean is not None else "this model"
+            lines.append(f"- Pseudo-labels {whose} was trained on: {record['labeled'] - first['labeled']} "
                          f"(taken from {first['pool']} unlabeled texts)")
         sizes = facts.get("sizes") or {}
         if sizes:
@@ -67,7 +83,10 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
         options = config.get("selector_options") or {}
         lines.append(f"- Selector: {_code(config.get('selector', '?'))}"
                      + (" with " + ", ".join(f"{k}={v!r}" for k, v in options.items()) if options else ""))
-        if record is not None:
+        if mean is not None:
+            lines.append(f"- Weights: the average of the weights of {rounds_text(mean['rounds'])} of rounds "
+                         f"0-{len(rounds) - 1} (`--select-round average`)")
+        elif record is not None:
             which = ("the best on dev" if round_number == report.get("best_round") else "")
             last = "the last" if round_number == len(rounds) - 1 else ""
             role = " and ".join(w for w in (which, last) if w)
@@ -78,7 +97,8 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
         if settings:
             lines.append(f"- Settings: {settings} (all of them: the run's config.toml)")
     lines += ["", "## Metrics", ""]
-    lines += _metrics(record) if record is not None else ["Unknown: no run report for this model."]
+    shown = mean if mean is not None else record
+    lines += _metrics(shown) if shown is not None else ["Unknown: no run report for this model."]
     lines += ["", "## How to load", ""] + _loading(prefix, max_length, weights, bool(meta.get(PREFIX_FLAG)))
     return "\n".join(lines) + "\n"
 
@@ -146,16 +166,16 @@ def _loading(prefix: str, max_length: int | None, weights: bool, built_in: bool)
 
 def for_source(source: Path, meta: Mapping[str, Any], *, weights: bool) -> str:
     """The card of a model made from `source`: with its run when `source` is a run's best/ or final/."""
-    report, round_number = None, None
+    report, round_number, best = None, None, Path(source).name == "best"
     path = Path(source) / ".." / "report.json"
     if Path(source).name in ("best", "final") and path.is_file():
         try:
             found = json.loads(path.read_text(encoding="utf-8"))
-            round_number = found["best_round"] if Path(source).name == "best" else len(found["rounds"]) - 1
+            round_number = found["best_round"] if best else len(found["rounds"]) - 1
             report = found
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             log.warning("%s: not a readable run report; the model card leaves out the run", path)
-    return render(meta, report, round_number, weights=weights)
+    return render(meta, report, round_number, weights=weights, average=best and averaged(report) is not None)
 
 
 def write(folder: Path, text: str) -> None:

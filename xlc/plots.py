@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xlc import files
+from xlc.modelcard import averaged, rounds_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,13 +75,17 @@ def plot_accuracy(summary: dict, path: Path) -> Path | None:
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     x = [r["round"] for r in rounds]
     best = summary.get("best_round")
+    mean = averaged(summary)  # --select-round average: a level line for the delivered average, no best round
     for ax, split in zip(axes, splits, strict=True):
         series = accuracy_series(rounds, split)
         langs = [k for k in series if k != "all"]
         for lang, color in zip(langs, colors(len(langs)), strict=True):
             ax.plot(x, gaps(series[lang]), marker="o", ms=3, lw=1.2, color=color, label=lang)
         ax.plot(x, gaps(series["all"]), marker="o", lw=2.6, color="black", label="all")
-        if best is not None and best >= 0:
+        if mean and (mean.get(split) or {}).get("accuracy") is not None:
+            ax.axhline(mean[split]["accuracy"], color="black", ls="--", lw=1.2,
+                       label=f"average of {rounds_text(mean['rounds'])}")
+        elif best is not None and best >= 0:
             ax.axvline(best, color="grey", ls=":", lw=1)
             ax.annotate(" best round", (best, 0.02), xycoords=("data", "axes fraction"), ha="left",
                         va="bottom", fontsize=8, color="grey")

@@ -19,6 +19,7 @@ from xlc import files
 from xlc._compat import package_version
 from xlc.config import SelfTrainConfig
 from xlc.errors import XlcError
+from xlc.modelcard import averaged, rounds_text
 from xlc.plots import PLOTS, write_plots
 from xlc.rundir import RunDir
 
@@ -28,17 +29,20 @@ ROUND_RULES = {
     "dev": "the best dev accuracy (patience ends the run)",
     "last": "the last round (a fixed number of rounds: a dev set held out from the labeled data cannot "
             "tell which target-language round is best)",
+    "average": "the average of the weights of {rounds} (every round of --max-rounds; patience does not apply)",
 }
 COLUMNS = ("round", "labeled", "pool", "selected", "per class", "pseudo prec.", "dev acc",
            "dev F1", "test acc", "test F1", "train s", "export s", "score s")
 
 
 def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict], best_round: int,
-          stop_reason: str, stop_code: str, data: dict | None = None) -> dict:
+          stop_reason: str, stop_code: str, data: dict | None = None, delivered: dict | None = None) -> dict:
     """report.json: the settings, every round's record, the best round and why the run stopped.
 
     `stop_reason` is a sentence for people; `stop_code` the same for programs (see loop.STOP_CODES).
     `data`: the sizes and languages of the run's data (`data_facts`), for the model cards.
+    `delivered`: what `best/` holds when it is not round `best_round` (--select-round average: the rule,
+    the rounds averaged, their average's dev and test metrics; see `modelcard.averaged`).
     """
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -50,6 +54,7 @@ def build(config: SelfTrainConfig, classes: tuple[str, ...], rounds: list[dict],
         "stop_reason": stop_reason,
         "stop_code": stop_code,
         **({"data": data} if data is not None else {}),
+        **({"delivered": delivered} if delivered is not None else {}),
         "versions": {d: package_version(d) for d in ("xlc", "torch", "transformers", "optimum-onnx",
                                                       "onnxruntime", "polars")},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -91,8 +96,10 @@ def per_class(counts: dict[str, int], width: int | None = None) -> str:
     return "\n".join(lines) or "-"
 
 
-def table_rows(rounds: list[dict], per_class_width: int | None = None) -> list[list[str]]:
-    """One row of strings per round, in COLUMNS order; `per_class_width`: see `per_class`."""
+def table_rows(rounds: list[dict], per_class_width: int | None = None,
+               average: dict | None = None) -> list[list[str]]:
+    """One row of strings per round, in COLUMNS order; `per_class_width`: see `per_class`. With `average`
+    (`averaged(summary)`), a last row with the averaged model's dev and test metrics."""
     rows = []
     for r in rounds:
         per_class_cell = per_class(r.get("selected_per_class", {}), per_class_width)
@@ -105,7 +112,28 @@ def table_rows(rounds: list[dict], per_class_width: int | None = None) -> list[l
             _fmt(t.get("train"), 1), _fmt(t.get("export"), 1),
             _fmt((t.get("score") or 0) + (t.get("evaluate") or 0), 1),
         ])
+    if average:
+        dev, test = average.get("dev") or {}, average.get("test") or {}
+        rows.append([average_label(average), *["-"] * 5, _fmt(dev.get("accuracy")), _fmt(dev.get("macro_f1")),
+                     _fmt(test.get("accuracy")), _fmt(test.get("macro_f1")), *["-"] * 3])
     return rows
+
+
+def average_label(mean: dict) -> str:
+    """The averaged model in a table cell: "avg 1-3"."""
+    rounds = mean["rounds"]
+    return f"avg {rounds[0]}" + (f"-{rounds[-1]}" if len(rounds) > 1 else "")
+
+
+def delivered(summary: dict) -> str:
+    """What `best/` holds, in words: "round 2", or "the average of the weights of rounds 1-3"."""
+    mean = averaged(summary)
+    return f"the average of the weights of {rounds_text(mean['rounds'])}" if mean else f"round {summary['best_round']}"
+
+
+def delivered_record(summary: dict) -> dict:
+    """The dev and test metrics of the model in `best/`: the average's, or the best round's record."""
+    return averaged(summary) or summary["rounds"][summary["best_round"]]
 
 
 NARROW_DROPS = ("score s", "export s", "train s", "dev F1", "test F1", "pool", "labeled", "selected",
@@ -150,6 +178,23 @@ def best_round_note(summary: dict) -> str:
     return ""
 
 
+def chosen_by(summary: dict) -> str:
+    """How the delivered model was chosen, in words (`ROUND_RULES`, with the rounds an average took)."""
+    rule = ROUND_RULES.get(summary.get("round_rule", "dev"), "")
+    mean = averaged(summary)
+    return rule.format(rounds=rounds_text(mean["rounds"])) if mean else rule
+
+
+def delivered_line(summary: dict) -> str:
+    """report.md's line on the model in `best/`: the best round, or the average with its accuracy."""
+    if mean := averaged(summary):
+        accuracy = ", ".join(f"{split} accuracy {_fmt((mean.get(split) or {}).get('accuracy'))}"
+                             for split in ("dev", "test") if mean.get(split))
+        return f"- delivered model (in `best/`): {delivered(summary)}; {accuracy}"
+    note = best_round_note(summary)
+    return f"- best round: {summary['best_round']} (its model is in `best/`)" + (f"; {note}" if note else "")
+
+
 def dev_source(summary: dict) -> str:
     """Where the dev set that chose epochs and rounds came from."""
     if summary.get("data", {}).get("dev_held_out"):
@@ -189,24 +234,25 @@ def markdown(summary: dict, plots: Sequence[Path] = ()) -> str:
         "",
         f"- selector: `{summary['config']['selector']}` {summary['config'].get('selector_options') or ''}",
         f"- model: `{summary['config']['model']}`",
-        f"- best round: {summary['best_round']} (its model is in `best/`)"
-        + (f"; {best_round_note(summary)}" if best_round_note(summary) else ""),
+        delivered_line(summary),
         f"- stopped: {summary['stop_reason']}",
         f"- dev set: {dev_source(summary)}",
-        f"- delivered round chosen by: {ROUND_RULES.get(summary.get('round_rule', 'dev'))}",
+        f"- delivered round chosen by: {chosen_by(summary)}",
         f"- classes: {', '.join(classes)}; per class = texts selected per class in the round",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary["rounds"])]
-    langs = sorted({lang for r in summary["rounds"] for lang in (r.get("test") or {}).get("per_lang", {})})
+    mean = averaged(summary)
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary["rounds"], average=mean)]
+    records = [(str(r["round"]), r) for r in summary["rounds"]] + ([(average_label(mean), mean)] if mean else [])
+    langs = sorted({lang for _, r in records for lang in (r.get("test") or {}).get("per_lang", {})})
     if langs:
         lines += ["", "## Test accuracy per language", "",
                   "| round | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
-        for r in summary["rounds"]:
+        for name, r in records:
             per = r["test"]["per_lang"]
-            lines.append(f"| {r['round']} | " + " | ".join(_fmt(per[x]["accuracy"]) for x in langs) + " |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(per[x]["accuracy"]) for x in langs) + " |")
     lines += health_lines(summary)
     if plots:
         lines += ["", "## Plots", ""]

@@ -4,7 +4,8 @@
 `plots.PLOTS`, and the `.xlc` markers); only this module spells those names, and the loop,
 the CLI, the API, the report and the benchmarks ask it for paths.
 The loop commits each round's phases into `round-NN/`; at the end `best/` and `final/` are
-published from the best and the last round, and report.json marks the run finished.
+published from the best and the last round (with --select-round average, `best/` from `average/`:
+the rounds' weights averaged), and report.json marks the run finished.
 """
 
 from __future__ import annotations
@@ -67,12 +68,18 @@ class RunDir:
         self.run_file = path / RUN_FILE  # the fingerprint a resume must match
         self.lock = path / ".lock"  # held while a process works on the run
         self.inputs = path / "inputs"  # in-memory data handed to the Python API
-        self.best, self.final = path / "best", path / "final"  # the best-on-dev and the last model
+        self.best, self.final = path / "best", path / "final"  # the delivered and the last model
         self.pseudo_labels = path / "pseudo_labels.parquet"  # every pseudo-label of the run
         self.report, self.report_md = path / "report.json", path / "report.md"  # written last: it is finished
 
     def round(self, number: int) -> RoundDir:
         return RoundDir(self.path / f"{ROUND_PREFIX}{number:02d}")
+
+    @property
+    def average(self) -> RoundDir:
+        """--select-round average: the rounds' weights averaged, laid out as a round's model/, onnx/,
+        eval.json and test predictions."""
+        return RoundDir(self.path / "average")
 
     def rounds(self) -> list[RoundDir]:
         """The round folders on disk, by number."""
@@ -87,7 +94,7 @@ class RunDir:
     def model_folders(self) -> list[Path]:
         """The folders holding weights: best/, final/, each round's (most of their bytes are hard links
         of one another's files: see `publish` and `model.save_weights`)."""
-        folders = [self.best, self.final, *(p for r in self.rounds() for p in (r.onnx, r.model))]
+        folders = [self.best, self.final, *(p for r in [*self.rounds(), self.average] for p in (r.onnx, r.model))]
         return [p for p in folders if p.exists()]
 
     def __repr__(self) -> str:
@@ -326,9 +333,12 @@ def publish(source: RoundDir, target: Path, card: str | None = None) -> None:
 def prune(run: RunDir, keep: set[int], keep_onnx: set[int] | None = None) -> None:
     """Drop the models (Hugging Face checkpoint and ONNX) of closed rounds not in `keep` (the best and the
     latest), and the ONNX models of those not in `keep_onnx` (default `keep`; none once `best/` and
-    `final/` hold them); each round's records and scored pool stay. Only folders that xlc marked as
-    its own go; files that another round's model shares (hard links) stay with that model."""
+    `final/` hold them, and then the average's neither); each round's records and scored pool stay.
+    Only folders that xlc marked as its own go; files that another round's model shares (hard links)
+    stay with that model."""
     keep_onnx = keep if keep_onnx is None else keep_onnx
+    if not keep_onnx and run.average.onnx.is_dir() and files.is_marked(run.average.onnx):
+        shutil.rmtree(run.average.onnx)
     for rnd in run.rounds():
         if not rnd.closed:
             continue
