@@ -45,7 +45,7 @@ import torch
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from methods import SETS, Screen, balanced, bootstrap, run_screens, screen_arguments  # noqa: E402
+from methods import SETS, Screen, balanced, bootstrap, dump, load, run_screens, screen_arguments  # noqa: E402
 
 from xlc import data as data_mod  # noqa: E402
 from xlc import model  # noqa: E402
@@ -71,6 +71,33 @@ class NoDevScreen(Screen):
         return {"steps": steps, "test_pred": self.probs(clf, "test").argmax(1).tolist(),
                 "endev_accuracy": acc["endev"], "dev_accuracy": acc["dev"], "pool_probs": self.probs(clf, "pool")}
 
+    def self_train(self, clf: model.Classifier, start: dict, first: dict, pick, seed: int):
+        """`--rounds` warm-started rounds from round 0: `pick(probs, remaining, clf)` chooses the pool texts
+        that join the labeled set with their predicted labels. Returns each round's record, the pool still
+        unlabeled before each round's scoring, the weights each round changed, and each round's steps."""
+        en = self.parts["train"]
+        labeled_t, labeled_y = en["text"].to_list(), list(self.y("train"))
+        pool_texts = self.parts["pool"]["text"].to_list()
+        remaining = np.ones(len(pool_texts), dtype=bool)
+        rounds, pools, states, steps = [first], [remaining.copy()], [], []
+        probs = first["pool_probs"]
+        for rnd in range(1, self.args.rounds + 1):
+            chosen = pick(probs, remaining, clf)
+            remaining[chosen] = False
+            labeled_t += [pool_texts[i] for i in chosen]
+            labeled_y += [int(probs[i].argmax()) for i in chosen]
+            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, self.args.epochs)
+            steps.append(res.steps)
+            states.append(_changed(clf, start))
+            rounds.append(self.observe(clf, rounds[-1]["steps"] + res.steps))
+            picked = probs[chosen].argmax(1)
+            precision = float(np.mean(picked == self.y("pool")[chosen])) if len(chosen) else None
+            rounds[-1] |= {"pseudo_precision": precision,
+                           "pseudo_counts": np.bincount(picked, minlength=len(self.classes)).tolist()}
+            pools.append(remaining.copy())
+            probs = rounds[-1]["pool_probs"]
+        return rounds, pools, states, steps
+
     def run_seed(self, seed: int) -> dict:
         a, en = self.args, self.parts["train"]
         methods = a.methods.split(",")
@@ -81,27 +108,21 @@ class NoDevScreen(Screen):
         r0 = self.train(teacher, en_texts, en_y, seed, a.epochs)
         first = self.observe(teacher, r0.steps)
         start = {k: v.clone() for k, v in teacher.model.state_dict().items()}
-        runs = {"balanced": [first]}
-        remaining = np.ones(len(pool_texts), dtype=bool)
-        pools = {"balanced": [remaining.copy()]}
-        clf, labeled_t, labeled_y, probs = teacher, list(en_texts), list(en_y), first["pool_probs"]
-        round_steps, states = [], {"balanced": [], "control": []}
-        for rnd in range(1, a.rounds + 1):
-            chosen = balanced(probs, remaining, self.spec.kt)
-            remaining[chosen] = False
-            labeled_t += [pool_texts[i] for i in chosen]
-            labeled_y += [int(probs[i].argmax()) for i in chosen]
-            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, a.epochs)
-            round_steps.append(res.steps)
-            states["balanced"].append(_changed(clf, start))
-            runs["balanced"].append(self.observe(clf, runs["balanced"][-1]["steps"] + res.steps))
-            picked = probs[chosen].argmax(1)
-            precision = float(np.mean(picked == self.y("pool")[chosen])) if len(chosen) else None
-            runs["balanced"][-1] |= {"pseudo_precision": precision,
-                                     "pseudo_counts": np.bincount(picked, minlength=len(self.classes)).tolist()}
-            pools["balanced"].append(remaining.copy())
-            probs = runs["balanced"][-1]["pool_probs"]
+        runs, pools, states = {}, {}, {}
+        picks = {"balanced": lambda probs, remaining, clf: balanced(probs, remaining, self.spec.kt)}
+        if "bbse" in methods:
+            picks["bbse"] = lambda probs, remaining, clf: by_shares(
+                probs, remaining, self.spec.kt * len(self.classes),
+                bbse_shares(self.probs(clf, "endev"), self.y("endev"), probs[remaining]))
+        for name, pick in picks.items():
+            clf = teacher if name == "balanced" else self.fresh()
+            clf.model.load_state_dict(start)
+            runs[name], pools[name], states[name], steps = self.self_train(clf, start, first, pick, seed)
+            if name == "balanced":
+                round_steps, kept = steps, clf
+        clf = kept
         if "control" in methods:
+            states["control"] = []
             # the same rounds on English alone: warm start, each round as many steps as balanced's
             clf.model.load_state_dict(start)
             runs["control"] = [first]
@@ -111,7 +132,7 @@ class NoDevScreen(Screen):
                 runs["control"].append(self.observe(clf, runs["control"][-1]["steps"] + res.steps))
             pools["control"] = [pools["balanced"][0]] * len(runs["control"])
         if "average" in methods:
-            for name in [m for m in ("balanced", "control") if m in runs]:
+            for name in [m for m in ("balanced", "bbse", "control") if m in runs]:
                 runs[f"{name}-avg"], pools[f"{name}-avg"] = self.averaged(clf, states[name], runs[name]), pools[name]
         if "soft" in methods:
             student = self.fresh()
@@ -137,6 +158,29 @@ class NoDevScreen(Screen):
                 key: rounds[k][key] for key in ("pseudo_precision", "pseudo_counts") if key in rounds[k]})
         clf.model.load_state_dict(keep, strict=False)
         return out
+
+
+def bbse_shares(dev_probs: np.ndarray, dev_y: np.ndarray, pool_probs: np.ndarray) -> np.ndarray:
+    """The pool's class shares by black-box shift estimation (Lipton et al. 2018): solve C w = mu, with
+    C[i, j] = P(predicted i, true j) on labeled held-out data and mu the pool's predicted class shares;
+    w = q / p reweights the held-out class shares p. Negative weights are clipped, the shares renormalised."""
+    k = pool_probs.shape[1]
+    joint = np.zeros((k, k))
+    np.add.at(joint, (dev_probs.argmax(1), dev_y), 1.0)
+    joint /= len(dev_y)
+    mu = np.bincount(pool_probs.argmax(1), minlength=k) / max(1, len(pool_probs))
+    q = np.clip(np.linalg.lstsq(joint, mu, rcond=None)[0], 0, None) * joint.sum(0)
+    return q / q.sum() if q.sum() > 0 else np.full(k, 1 / k)
+
+
+def by_shares(probs: np.ndarray, remaining: np.ndarray, total: int, shares: np.ndarray) -> np.ndarray:
+    """Indices of the most confident remaining texts per predicted class, `total` in all, split by `shares`."""
+    label, conf = probs.argmax(1), probs.max(1)
+    chosen = []
+    for c, n in enumerate(np.round(total * shares).astype(int)):
+        idx = np.flatnonzero(remaining & (label == c))
+        chosen += idx[np.argsort(-conf[idx], kind="stable")][:n].tolist()
+    return np.array(sorted(chosen), dtype=int)
 
 
 def _changed(clf: model.Classifier, start: dict) -> dict:
@@ -210,6 +254,14 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
                 gold, picks["balanced-avg"][last], picks["control-avg"][last])
             out["bootstrap"]["balanced-avg - default"] = bootstrap(
                 gold, picks["balanced-avg"][last], picks["balanced"][last])
+        if "bbse" in picks:
+            out["bootstrap"]["bbse - control"] = bootstrap(gold, picks["bbse"][last], picks["control"][last])
+            out["bootstrap"]["bbse - default"] = bootstrap(gold, picks["bbse"][last], picks["balanced"][last])
+            if "bbse-avg" in picks:
+                out["bootstrap"]["bbse-avg - control-avg"] = bootstrap(
+                    gold, picks["bbse-avg"][last], picks["control-avg"][last])
+                out["bootstrap"]["bbse-avg - balanced-avg"] = bootstrap(
+                    gold, picks["bbse-avg"][last], picks["balanced-avg"][last])
         out["bootstrap"]["control - round0"] = out["methods"]["control"]["bootstrap"][f"{last} - round0"]
     return out
 
@@ -295,6 +347,52 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+class Stored:
+    """A data set's splits and classes, without a model: what `summarise` needs to grade stored rounds."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        spec = next(replace(s, pool=args.pool) for s in SETS if s.name == name)
+        self.args, self.parts = args, load(spec, args.data)
+        self.classes = tuple(sorted(self.parts["train"]["label"].unique().to_list()))
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        train, endev = data_mod.split_dev(self.parts["train"], args.dev_share, seed=0)
+        self.parts["train"], self.parts["endev"] = train, endev
+
+    def y(self, role: str) -> np.ndarray:
+        return np.array([self.index.get(c, -1) for c in self.parts[role]["label"].to_list()])
+
+
+def merge(paths: list[Path], args: argparse.Namespace) -> dict:
+    """One result from runs of other methods with the same settings and seeds: per data set, the seeds all
+    runs hold, every method of any run. A method in several runs must have reproduced exactly (the same test
+    predictions in every round); the comparisons are recomputed."""
+    found = [json.loads(path.read_text()) for path in paths]
+    stored = found[0]["settings"]
+    args = argparse.Namespace(**vars(args) | {"rounds": int(stored["rounds"]), "pool": int(stored["pool"]),
+                                              "dev_share": float(stored["dev_share"]),
+                                              "stable": float(stored["stable"])})
+    differ = {k for r in found[1:] for k, v in r["settings"].items()
+              if k not in ("methods", "out", "seeds", "sets") and v != found[0]["settings"].get(k)}
+    if differ:
+        raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
+    result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "
+              + " ".join(map(str, paths)), "settings": found[0]["settings"] | {"methods": "merged"},
+              "minutes": sum(r["minutes"] for r in found), "machine": found[0]["machine"], "datasets": {}}
+    for name in dict.fromkeys(n for r in found for n in r["datasets"]):
+        held = [r["datasets"][name]["methods"] for r in found if name in r["datasets"]]
+        seeds = sorted(set.intersection(*(set(next(iter(m.values()))["rounds"]) for m in held)), key=int)
+        runs: dict[int, dict] = {int(s): {} for s in seeds}
+        for methods in held:
+            for method, m in methods.items():
+                for s in seeds:
+                    rounds = m["rounds"][s]
+                    before = runs[int(s)].setdefault(method, rounds)
+                    if [r["test_pred"] for r in before] != [r["test_pred"] for r in rounds]:
+                        raise SystemExit(f"--merge: {name} {method} seed {s} did not reproduce across the runs")
+        result["datasets"][name] = summarise(Stored(name, args), runs, args.stable)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     screen_arguments(p, "benchmarks/results/nodev", epochs=5, rounds=3)
@@ -303,9 +401,18 @@ def main() -> None:
     p.add_argument("--dev-share", type=float, default=data_mod.DEV_SHARE, help="English texts held out as dev")
     p.add_argument("--stable", type=float, default=0.03, help="the stable rule's change share")
     p.add_argument("--methods", default="control", help="besides balanced: control (the same rounds on English "
-                   "alone, as many steps), average (each method's rounds 1..k with their weights averaged: "
-                   "balanced-avg, control-avg), soft (one round of soft self-distillation)")
+                   "alone, as many steps), bbse (balanced's rounds with the per-class counts split by "
+                   "the pool's class shares estimated by black-box shift estimation on the English dev set), average "
+                   "(each method's rounds 1..k with their weights averaged: balanced-avg, control-avg, bbse-avg), "
+                   "soft (one round of soft self-distillation)")
+    p.add_argument("--merge", nargs="+", type=Path, help="instead of running: merge these results files of "
+                   "the same settings and seeds (e.g. runs of other --methods) into --out")
     args = p.parse_args()
+    if args.merge:
+        result = merge(args.merge, args)
+        args.out.with_suffix(".json").write_text(dump(result))
+        args.out.with_suffix(".md").write_text(markdown(result))
+        return
     specs = [replace(spec, pool=args.pool) for name in args.sets.split(",") for spec in SETS if spec.name == name]
     run_screens("nodev.py", args, specs, lambda spec: NoDevScreen(spec, args),
                 lambda screen, runs: summarise(screen, runs, args.stable), markdown)

@@ -43,3 +43,38 @@ def test_each_rule_picks_its_round(nodev, rule, expected):
 
 def test_the_rules_include_one_fixed_rule_per_round(nodev):
     assert nodev.rules(2) == ["round0", "fixed-1", "fixed-2", "english-dev", "stable", "target-dev", "oracle"]
+
+
+def test_bbse_recovers_the_pool_class_shares_under_label_shift(nodev):
+    rng = np.random.default_rng(0)
+
+    def predicted(y):  # a classifier biased to class 0: right on 95% of class 0, 70% of class 1
+        flip = rng.random(len(y)) < np.where(y == 0, 0.05, 0.3)
+        return np.eye(2)[np.where(flip, 1 - y, y)]
+
+    dev_y = rng.integers(0, 2, 4000)  # held-out labeled data, about half and half
+    pool_y = (rng.random(20000) < 0.69).astype(int)  # the pool: 31% class 0
+    shares = nodev.bbse_shares(predicted(dev_y), dev_y, predicted(pool_y))
+    naive = np.bincount(predicted(pool_y).argmax(1)) / len(pool_y)
+    assert abs(shares[0] - 0.31) < 0.02
+    assert naive[0] > 0.45  # the predicted shares alone carry its bias
+
+
+def test_by_shares_takes_the_most_confident_texts_per_class_in_proportion(nodev):
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.1, 0.9], [0.3, 0.7], [0.2, 0.8], [0.45, 0.55]])
+    remaining = np.array([True, True, False, True, True, True, True])
+    chosen = nodev.by_shares(probs, remaining, total=4, shares=np.array([0.25, 0.75]))
+    assert chosen.tolist() == [0, 3, 4, 5]  # class 0: text 0 (text 2 is no longer in the pool); class 1: top 3
+
+
+def test_merge_refuses_runs_of_other_settings(nodev, tmp_path):
+    import argparse
+    import json
+
+    paths = []
+    for i, epochs in enumerate(("5", "4")):
+        paths.append(tmp_path / f"run{i}.json")
+        settings = {"epochs": epochs, "rounds": "3", "pool": "800", "dev_share": "0.1", "stable": "0.03"}
+        paths[-1].write_text(json.dumps({"settings": settings, "datasets": {}}))
+    with pytest.raises(SystemExit, match="differ in epochs"):
+        nodev.merge(paths, argparse.Namespace())
