@@ -60,3 +60,19 @@ def tiny_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
     classes = tuple(sorted(pl.read_parquet(data.demo_path())["label"].unique()))
     return onnx.export(model.from_base(str(tiny_model), classes), tmp_path_factory.mktemp("onnx") / "model")
+
+
+@pytest.fixture
+def traces(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files Optimum's exporter traced a model into, in order (a later round of a run is not traced:
+    `xlc.onnx.rewrite`)."""
+    import optimum.exporters.onnx as exporter
+
+    called, real = [], exporter.export
+
+    def counted(model, config, output, **kwargs):
+        called.append(Path(output))
+        return real(model, config, output, **kwargs)
+
+    monkeypatch.setattr(exporter, "export", counted)
+    return called

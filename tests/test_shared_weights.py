@@ -125,12 +125,14 @@ def test_a_standalone_save_or_export_keeps_one_weights_file(tiny_model, tmp_path
 
 
 def test_a_finished_runs_models_share_one_table_and_read_with_the_onnx_library(tiny_model, module_files,
-                                                                                 tmp_path):
-    """best/ and final/ hard-link the rounds' checkpoints and model.onnx, but hold their own external data."""
+                                                                                 tmp_path, traces):
+    """best/ and final/ hard-link the rounds' checkpoints and model.onnx, but hold their own external data;
+    round 1 was not traced, only its weights written into round 0's graph (test_round_export.py)."""
     out = tmp_path / "run"
     xlc.selftrain(**{r: module_files[r] for r in ("train", "unlabeled", "dev")}, model=str(tiny_model),
                   out=out, epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5,
                   selector="throttling", selector_options={"n": 7})
+    assert [p.parent.parent.name for p in traces] == ["round-00"]
     folders = [out / "best", out / "final", out / "round-00" / "model", out / "round-01" / "model"]
     assert len({inode(f / TABLE_FILE) for f in folders if f.is_dir()}) == 1
     assert inode(out / "best" / ONNX_FILE) == inode(out / "final" / ONNX_FILE)

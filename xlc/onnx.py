@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from xlc import files, modelcard, modeldir
 from xlc.errors import XlcError, first_line
@@ -22,6 +25,14 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx_data"
 """Beside model.onnx in a run's models: its weights other than the word-embedding table (`split`)."""
+WEIGHTS_MAP = "onnx_weights.json"
+"""Beside model.onnx_data in a run's rounds: which PyTorch weight each of its tensors holds, and where,
+so that a later round writes its weights there instead of exporting again (`rewrite`)."""
+WEIGHTS_GRAPH = "onnx_weights.graph"
+"""Beside it: model.onnx's graph reading its table from model.onnx (external data at the table's
+offset) and its other weights from model.onnx_data. It opens in milliseconds where model.onnx takes
+seconds to parse, so a rewritten round is checked through it (`rewrite`). Not named .onnx: tools
+that look for one ONNX file in the folder must find model.onnx alone."""
 INT8_FILE = "model.int8.onnx"
 INT8_LOCK = ".int8.lock"
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
@@ -37,7 +48,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     An existing `out` is replaced only when xlc wrote it as a `kind` folder, or with `overwrite`
     (`files.check_replaceable`). `card`: makes the model card (`modelcard`) from the export's xlc.json,
     written as README.md.
-    `reuse` (a run's rounds): earlier ONNX folders to share the word-embedding table with (`split`).
+    `reuse` (a run's rounds): earlier ONNX folders to share the word-embedding table with (`split`);
+    where one of them holds a weights map (`WEIGHTS_MAP`), the model is not traced again (`rewrite`).
     """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
@@ -52,13 +64,19 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         )(config)
     except (KeyError, ValueError) as exc:
         raise XlcError(f"Optimum cannot export encoders of type {config.model_type!r}: {exc}") from exc
+    opset = max(17, onnx_config.DEFAULT_ONNX_OPSET)
+    for key, value in (onnx_config.values_override or {}).items():  # as Optimum's exporter sets them (use_cache):
+        setattr(config, key, value)  # the same graph stamp and config.json whether traced or not (`rewrite`)
     clf.model.eval()
     with atomic_dir(out, kind, "--out" if kind == "export" else "", overwrite) as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
-        onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=max(17, onnx_config.DEFAULT_ONNX_OPSET))
-        if reuse is not None:
-            split(tmp, table_name(clf.model), reuse)
+        if not (reuse and rewrite(clf, tmp, reuse, opset)):
+            onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=opset)
+            if reuse is not None:
+                layout = split(tmp, table_name(clf.model), reuse, model_weights(clf))
+                if layout is not None:
+                    _write_map(tmp, {**layout, "graph": graph_stamp(clf, opset)})
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         save_tokenizer(clf.tokenizer, tmp)
@@ -70,9 +88,12 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
 
 MAX_INLINE = 1 << 30
 """The largest word-embedding table `split` keeps inside model.onnx (a protobuf holds at most 2 GiB)."""
+FLOATS = (1, 10, 16, 11)
+"""ONNX's float tensor types (TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE): the weights `split` moves out."""
 
 
-def split(folder: Path, table: str, reuse: Sequence[Path]) -> None:
+def split(folder: Path, table: str, reuse: Sequence[Path],
+          weights: Mapping[str, np.ndarray] | None = None) -> dict[str, Any] | None:
     """Rewrite `folder`'s export as model.onnx with the word-embedding initializer `table` inside and
     every other weight in model.onnx_data (ONNX external data, the name Optimum looks for).
 
@@ -81,6 +102,10 @@ def split(folder: Path, table: str, reuse: Sequence[Path]) -> None:
     written again. model.onnx_data, which changes every round, is never hard-linked: the onnx
     library refuses to read external data with more than one link ("hardlink attack").
     A model without such a table, or with one too large for a protobuf, keeps Optimum's files.
+
+    `weights` (the model's float weights by state-dict name, `model_weights`): writes `WEIGHTS_GRAPH` and
+    returns the export's layout for its weights map (`WEIGHTS_MAP`), or None where the files are not
+    just the graph plus copies of `weights` (`_sources`).
     """
     import onnx
     from onnx.external_data_helper import set_external_data, write_external_data_tensors
@@ -89,18 +114,225 @@ def split(folder: Path, table: str, reuse: Sequence[Path]) -> None:
     proto = onnx.load(path)  # with any external data Optimum wrote for a model over 2 GiB
     inside = [t for t in proto.graph.initializer if t.name == table]
     if len(inside) != 1 or inside[0].ByteSize() > MAX_INLINE:
-        return
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    for tensor in proto.graph.initializer:  # the weights; integer shapes and indices stay in the graph
-        if tensor.name != table and tensor.data_type in floats and tensor.HasField("raw_data"):
-            set_external_data(tensor, ONNX_DATA)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
+        return None
+    external = [t for t in proto.graph.initializer  # the weights; integer shapes and indices stay in the graph
+                if t.name != table and t.data_type in FLOATS and t.HasField("raw_data")]
+    sources = None
+    if weights is not None and len(external) == sum(
+            t.name != table and t.data_type in FLOATS for t in proto.graph.initializer):
+        sources = _sources(proto, external, {k: v for k, v in weights.items() if k != table})
+    for tensor in external:
+        set_external_data(tensor, ONNX_DATA)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
     for stale in (path, data):  # Optimum's files (all their data is in `proto` now)
         stale.unlink(missing_ok=True)
     write_external_data_tensors(proto, str(folder))
-    linked = files.write_or_link(path, proto.SerializeToString(), [f / ONNX_FILE for f in reuse])
+    blob = proto.SerializeToString()
+    linked = files.write_or_link(path, blob, [f / ONNX_FILE for f in reuse])
     if linked is not None:
         log.debug("%s: the graph and word-embedding table are %s's (hard link)", folder, linked.parent)
+    if sources is None or weights is None:
+        return None
+    where = _find(path, blob, _bytes(weights[table]))
+    if where is None:
+        return None
+    set_external_data(inside[0], ONNX_FILE, offset=where, length=weights[table].nbytes)
+    inside[0].ClearField("raw_data")
+    inside[0].data_location = onnx.TensorProto.EXTERNAL
+    (folder / WEIGHTS_GRAPH).write_bytes(proto.SerializeToString())
+    tensors = []
+    for tensor in external:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        weight, transposed = sources[tensor.name]
+        tensors.append({"tensor": tensor.name, "weight": weight, "transposed": transposed, "shape": list(tensor.dims),
+                        "offset": int(info.get("offset", 0)), "length": int(info["length"])})
+    return {"format": MAP_FORMAT, "table": {"weight": table, "offset": where, "length": weights[table].nbytes},
+            "size": data.stat().st_size, "tensors": tensors}
+
+
+# ---- a later round's export: the earlier round's graph, this round's weights --------------------
+
+MAP_FORMAT = 1
+GUARD_TEXTS = ("The match ended in a draw after extra time.", "Der Bundestag hat das Gesetz beschlossen.",
+               "Le gouvernement annonce de nouvelles mesures.", "El precio del petróleo subió ayer.",
+               "市场今天上涨。")
+"""Scored by the PyTorch model and by its rewritten ONNX model (`rewrite`) before the latter is kept."""
+GUARD_TOLERANCE = 1e-4
+"""The largest difference in a class probability allowed there (fp32 noise is ~1e-7)."""
+
+
+def model_weights(clf: Classifier) -> dict[str, np.ndarray]:
+    """The model's weights by state-dict name (parameters, not buffers), as numpy arrays on the CPU."""
+    return {name: param.detach().cpu().numpy() for name, param in clf.model.named_parameters()}
+
+
+def graph_stamp(clf: Classifier, opset: int) -> str:
+    """A digest of what the traced graph depends on besides the weights: the model's config (but for
+    the names it is saved under), its attention kernels, the opset and the exporting packages' versions."""
+    from importlib.metadata import version
+
+    from xlc import __version__
+
+    config = {k: v for k, v in clf.model.config.to_dict().items()
+              if k not in ("_name_or_path", "architectures", "auto_map", "transformers_version")}
+    facts = {"config": config, "attention": getattr(clf.model.config, "_attn_implementation", None),
+             "opset": opset, "xlc": __version__,
+             "packages": {name: version(name) for name in ("torch", "transformers", "optimum", "onnx")}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], opset: int) -> bool:
+    """Write `clf`'s ONNX model into `folder` without tracing it: an earlier round's model.onnx (the
+    graph and the word-embedding table, hard-linked) and this round's weights in model.onnx_data at
+    the places its weights map names, which is what a full export would write. True when done.
+
+    Only with an earlier folder in `reuse` whose map was made for the same graph (`graph_stamp`) and
+    whose model.onnx holds `clf`'s table (a trained table differs: exported in full), and only when
+    the written model (its graph, `WEIGHTS_GRAPH`, on the folder's model.onnx table and model.onnx_data)
+    scores `GUARD_TEXTS` as the PyTorch model does; otherwise `folder` is left without ONNX files and
+    the caller exports in full.
+    """
+    from xlc.model import table_name
+
+    stamp, found, table = graph_stamp(clf, opset), model_weights(clf), table_name(clf.model)
+    for earlier in reuse:
+        layout = _read_map(earlier)
+        if layout is None or layout.get("graph") != stamp or not _fits(layout, found, table) \
+                or not (earlier / WEIGHTS_GRAPH).is_file():
+            continue
+        spot = layout["table"]
+        if not files.same_bytes(earlier / ONNX_FILE, _bytes(found[table]), spot["offset"]):
+            log.debug("%s: its word-embedding table is not this model's; exporting in full", earlier)
+            continue
+        with open(folder / ONNX_DATA, "wb") as handle:
+            for entry in sorted(layout["tensors"], key=lambda e: e["offset"]):
+                value = found[entry["weight"]]
+                handle.seek(entry["offset"])
+                handle.write(_bytes(value.T if entry["transposed"] else value))
+            handle.truncate(layout["size"])
+        for name in (ONNX_FILE, WEIGHTS_GRAPH):  # the same bytes every round
+            files.link_or_copy(earlier / name, folder / name)
+        _write_map(folder, layout)
+        gap = _score_gap(clf, folder)
+        if gap < GUARD_TOLERANCE:
+            log.debug("%s: weights written into %s's graph (scores within %.1g of PyTorch)", folder, earlier, gap)
+            return True
+        log.warning("%s: the ONNX model written from %s's weights map scores up to %.2g apart from the "
+                    "PyTorch model; exporting it in full", folder, earlier, gap)
+        for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH):
+            (folder / name).unlink(missing_ok=True)
+        return False
+    return False
+
+
+def _sources(proto: Any, tensors: Iterable[Any], found: Mapping[str, np.ndarray]) -> dict[str, tuple[str, bool]] | None:
+    """The weight in `found` each ONNX tensor holds, as it is or transposed (how exported Linear weights
+    are stored, as `onnx::MatMul_N`): None unless each tensor holds exactly one weight's values, each
+    weight is held somewhere, and no float constant in the graph holds more than a scalar (a weight
+    folded into something else). Values decide, not names: the exporter merges weights of equal values
+    into one tensor, which a later round with different values would not."""
+    import onnx
+
+    if any(v.dtype != np.float32 for v in found.values()) or any(
+            attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in FLOATS and np.prod(attr.t.dims) > 1
+            for node in proto.graph.node for attr in node.attribute):
+        return None
+    holders: dict[tuple[tuple[int, ...], bytes], set[tuple[str, bool]]] = {}
+    for name, value in found.items():
+        for transposed in (False, True) if value.ndim == 2 else (False,):
+            shaped = value.T if transposed else value
+            key = (tuple(shaped.shape), hashlib.sha256(_bytes(shaped)).digest())
+            holders.setdefault(key, set()).add((name, transposed))
+    sources = {}
+    for tensor in tensors:
+        if tensor.data_type != onnx.TensorProto.FLOAT:
+            return None
+        held = holders.get((tuple(tensor.dims), hashlib.sha256(tensor.raw_data).digest()), set())
+        if len({name for name, _ in held}) != 1:
+            log.debug("ONNX tensor %s holds %s; no weights map", tensor.name,
+                      "no weight's values" if not held else "the values of several weights")
+            return None
+        sources[tensor.name] = min(held)  # a symmetric matrix: as it is
+    if set(found) - {name for name, _ in sources.values()}:
+        return None
+    return sources
+
+
+def _fits(layout: dict, found: Mapping[str, np.ndarray], table: str) -> bool:
+    """Whether `layout` (a weights map) places weights that `found` holds, in its shapes and sizes."""
+    try:
+        spot = layout["table"]
+        if layout.get("format") != MAP_FORMAT or spot["weight"] != table or spot["length"] != found[table].nbytes:
+            return False
+        end = 0
+        for entry in layout["tensors"]:
+            value = found.get(entry["weight"])
+            if value is None or value.dtype != np.float32 or (entry["transposed"] and value.ndim != 2):
+                return False
+            shape = value.shape[::-1] if entry["transposed"] else value.shape
+            if list(shape) != entry["shape"] or value.nbytes != entry["length"] or entry["offset"] < 0:
+                return False
+            end = max(end, entry["offset"] + entry["length"])
+        covered = {entry["weight"] for entry in layout["tensors"]} | {table}
+        return covered == set(found) and end <= layout["size"]
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _score_gap(clf: Classifier, folder: Path) -> float:
+    """The largest difference between the class probabilities of `GUARD_TEXTS` from `folder`'s ONNX
+    model (ONNX Runtime on `WEIGHTS_GRAPH`) and from `clf`'s PyTorch model."""
+    import onnxruntime as ort
+    import torch
+
+    from xlc.model import pad_batch
+
+    tokenizer: Any = clf.tokenizer
+    ids, mask = pad_batch(tokenizer(list(GUARD_TEXTS), truncation=True, max_length=64)["input_ids"],
+                          tokenizer.pad_token_id)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # opens faster; weights are checked
+    try:
+        session = ort.InferenceSession(str(folder / WEIGHTS_GRAPH), options, providers=["CPUExecutionProvider"])
+        feed = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
+        if "token_type_ids" in {i.name for i in session.get_inputs()}:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        logits = session.run(None, feed)[0]
+    except Exception as exc:  # ORT's own exception types
+        log.debug("%s: ONNX Runtime cannot run it (%s)", folder, first_line(exc))
+        return float("inf")
+    device = next(clf.model.parameters()).device
+    with torch.no_grad():
+        expected = clf.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+    got = torch.softmax(torch.from_numpy(logits).float(), dim=-1)
+    return float((got - torch.softmax(expected, dim=-1)).abs().max())
+
+
+def _bytes(value: np.ndarray) -> memoryview:
+    """The bytes of `value` in C order (a copy only where it is not already laid out so)."""
+    return np.ascontiguousarray(value).data.cast("B")
+
+
+def _find(path: Path, blob: bytes, part: memoryview) -> int | None:
+    """Where `part` starts in `blob`, the bytes of the file `path`, or None."""
+    head = part[:64]
+    start = blob.find(head)
+    while start >= 0 and not files.same_bytes(path, part, start):
+        start = blob.find(head, start + 1)
+    return start if start >= 0 else None
+
+
+def _read_map(folder: Path) -> dict | None:
+    try:
+        layout = json.loads((folder / WEIGHTS_MAP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return layout if isinstance(layout, dict) else None
+
+
+def _write_map(folder: Path, layout: dict) -> None:
+    (folder / WEIGHTS_MAP).write_text(json.dumps(layout, indent=1) + "\n", encoding="utf-8")
 
 
 def _drop_remote_code(config_file: Path) -> None:

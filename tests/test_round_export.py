@@ -1,0 +1,99 @@
+"""A run's later rounds export without tracing: the earlier round's graph and table (model.onnx, hard-linked)
+and the round's own weights written where the weights map (onnx_weights.json) says; the same files as a
+full export, or a full export where that cannot be vouched for."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_shared_weights import TEXTS, nudge
+
+import xlc
+from xlc import model, onnx
+from xlc.onnx import ONNX_DATA, ONNX_FILE, WEIGHTS_GRAPH, WEIGHTS_MAP
+
+
+def trained(tiny_model: Path, seed: int = 0) -> model.Classifier:
+    """A classifier with weights as after training: no two alike (a fresh model's LayerNorms are all ones)."""
+    clf = model.from_base(str(tiny_model), ("a", "b", "c"))
+    nudge(clf, seed)
+    return clf
+
+
+@pytest.fixture(scope="module")
+def first_round(tiny_model, tmp_path_factory) -> Path:
+    """Round 0 of a run, exported in full (`trained(tiny_model)`), with its weights map."""
+    folder = tmp_path_factory.mktemp("run") / "round-00"
+    onnx.export(trained(tiny_model), folder, reuse=[])
+    assert (folder / WEIGHTS_MAP).is_file()
+    return folder
+
+
+def agrees_with_pytorch(folder: Path, clf: model.Classifier) -> bool:
+    return np.allclose(xlc.load(folder, max_length=32).predict_proba(TEXTS), model.predict(clf, TEXTS, 32),
+                       atol=1e-5)
+
+
+def test_a_later_round_writes_the_files_a_full_export_writes_without_tracing(tiny_model, first_round, tmp_path,
+                                                                            traces):
+    clf = trained(tiny_model)
+    nudge(clf, 1)
+    fast, full = tmp_path / "round-01", tmp_path / "full"
+    onnx.export(clf, fast, reuse=[first_round])
+    assert traces == []
+    onnx.export(clf, full, reuse=[])  # the same weights, traced
+    for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH, "tokenizer.json", "config.json", "xlc.json"):
+        assert (fast / name).read_bytes() == (full / name).read_bytes(), name
+    assert os.stat(fast / ONNX_FILE).st_ino == os.stat(first_round / ONNX_FILE).st_ino
+    assert os.stat(fast / ONNX_DATA).st_nlink == 1
+    assert agrees_with_pytorch(fast, clf)
+
+
+def test_a_model_with_weights_of_equal_values_gets_no_map_and_is_exported_in_full(tiny_model, tmp_path, traces):
+    """A fresh model's LayerNorm weights are all ones: the exporter may merge them, so values cannot tell
+    which tensor is which weight, and a later round's graph may differ."""
+    clf = model.from_base(str(tiny_model), ("a", "b"))
+    onnx.export(clf, tmp_path / "round-00", reuse=[])
+    assert not (tmp_path / "round-00" / WEIGHTS_MAP).exists()
+    nudge(clf, 1)
+    onnx.export(clf, tmp_path / "round-01", reuse=[tmp_path / "round-00"])
+    assert len(traces) == 2
+    assert agrees_with_pytorch(tmp_path / "round-01", clf)
+
+
+def test_a_trained_word_embedding_table_is_exported_in_full(tiny_model, first_round, tmp_path, traces):
+    clf = trained(tiny_model)
+    nudge(clf, 1, table=True)
+    onnx.export(clf, tmp_path / "round-01", reuse=[first_round])
+    assert len(traces) == 1
+    assert os.stat(tmp_path / "round-01" / ONNX_FILE).st_nlink == 1  # its own graph and table
+    assert agrees_with_pytorch(tmp_path / "round-01", clf)
+
+
+def test_a_rewritten_model_that_scores_apart_from_pytorch_is_exported_in_full(tiny_model, first_round, tmp_path,
+                                                                             traces, caplog):
+    earlier = tmp_path / "round-00"
+    shutil.copytree(first_round, earlier)
+    layout = json.loads((earlier / WEIGHTS_MAP).read_text())
+    query, key = (next(e for e in layout["tensors"] if e["weight"] == f"encoder.encoder.layer.0.attention.self.{n}")
+                  for n in ("query.weight", "key.weight"))
+    query["weight"], key["weight"] = key["weight"], query["weight"]  # a wrong map of the right shapes
+    (earlier / WEIGHTS_MAP).write_text(json.dumps(layout))
+    clf = trained(tiny_model)
+    nudge(clf, 1)
+    with caplog.at_level(logging.WARNING, logger="xlc.onnx"):
+        onnx.export(clf, tmp_path / "round-01", reuse=[earlier])
+    assert "exporting it in full" in caplog.text
+    assert len(traces) == 1
+    assert agrees_with_pytorch(tmp_path / "round-01", clf)
+
+
+def test_xlc_export_traces_and_writes_no_weights_map(tiny_model, first_round, tmp_path, traces):
+    onnx.export(trained(tiny_model), tmp_path / "exported", kind="export")
+    assert len(traces) == 1 and not (tmp_path / "exported" / WEIGHTS_MAP).exists()
