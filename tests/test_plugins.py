@@ -17,8 +17,9 @@ import polars as pl
 import pytest
 import tomllib
 from click.testing import CliRunner
-from xlc_classprior import quotas
+from xlc_classprior import bbse_shares, quotas
 
+import xlc
 from xlc import Option, Selector, XlcError, hookimpl
 from xlc.cli import main
 from xlc.scoring import Scorer
@@ -271,6 +272,39 @@ def test_selftrain_with_the_plugins_prior_selector_splits_by_the_labeled_classes
     assert sorted(selected.select("text", "label").rows()) == sorted(expected.select("text", "label").rows())
     per_class = report["rounds"][0]["selected_per_class"]
     assert all(per_class[c] <= share[c] for c in share) and sum(share.values()) == 12
+
+
+@pytest.fixture(scope="module")
+def bbse_run(tiny_model, module_files, tmp_path_factory) -> Path:
+    """One round of `prior` with proportions=bbse, without --dev: dev is the held-out English share."""
+    out = tmp_path_factory.mktemp("bbse") / "run"
+    xlc.selftrain(train=pl.read_parquet(module_files["train"]), unlabeled=pl.read_parquet(module_files["unlabeled"]),
+                  selector="prior", selector_options={"proportions": "bbse", "n": 14}, model=str(tiny_model),
+                  out=out, epochs=1, batch_size=16, max_length=32, max_rounds=1, patience=5)
+    return out
+
+
+def test_selftrain_with_prior_bbse_splits_by_the_pool_shares_estimated_from_the_dev_confusion(bbse_run):
+    report = json.loads((bbse_run / "report.json").read_text())
+    classes = report["classes"]
+    assert report["rounds"][0]["dev"]["n"] > 0  # the held-out English texts
+    confusion = json.loads((bbse_run / "round-00" / "eval.json").read_text())["dev"]["confusion"]
+    found = dict(pl.read_parquet(bbse_run / "round-00" / "scored.parquet")["label"].value_counts().iter_rows())
+    predicted = {c: found.get(c, 0) for c in classes}
+    shares = bbse_shares(confusion, [predicted[c] for c in classes])
+    share = quotas(14, {c: round(1_000_000 * s) for c, s in zip(classes, shares, strict=True)}, classes)
+    even = quotas(14, {}, classes)
+    selected = report["rounds"][0]["selected_per_class"]
+    assert selected == {c: min(share[c], predicted[c]) for c in classes}  # short classes give what they have
+    assert selected != {c: min(even[c], predicted[c]) for c in classes}  # not forced even
+
+
+def test_xlc_select_replays_prior_bbse_with_the_rounds_dev_confusion(bbse_run):
+    result = run_cli("select", "--json", "--scored", str(bbse_run / "round-00" / "scored.parquet"),
+                     "--selector", "prior", "--n", "14", "--selector-opt", "proportions=bbse")
+    assert result.exit_code == 0, result.output
+    replayed = json.loads(result.stdout)
+    assert replayed["run_selection"]["taken"] == replayed["run_selection"]["overlap"] == replayed["taken"]
 
 
 def test_a_misbehaving_plugin_stops_selftrain_with_one_line_naming_it(tiny_model, small_files, tmp_path):

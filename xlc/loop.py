@@ -444,7 +444,8 @@ def _select(ctx: Context, state: RunState, now: Round, scored: pl.DataFrame) -> 
 
     def select() -> pl.DataFrame:
         counts = now.record["labeled_per_class"]
-        chosen = ctx.selector(scored, selectors.SelectionContext(ctx.data.classes, counts, rnd))
+        confusion = selectors.dev_confusion(now.record)  # the round's model on dev (see _evaluate)
+        chosen = ctx.selector(scored, selectors.SelectionContext(ctx.data.classes, counts, rnd, confusion))
         return chosen.select(
             "id", "text", "lang", "label", "confidence",
             pl.lit(rnd, pl.Int32).alias("round"), pl.lit(config.selector).alias("selector"),

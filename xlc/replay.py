@@ -2,9 +2,10 @@
 
 Every round of a run keeps its scored pool (`RUN/round-NN/scored.parquet`). `load_round` rebuilds
 what the loop gave that round's selector (`SelectionContext`: the run's classes, the labeled set's
-counts per class, the round number) from the run folder; `replay` runs any installed selector on it
-through the same registry and checks as `xlc selftrain`; `summarise` says what it took: counts per
-class and language, confidence ranges and, with the pool's true labels, pseudo-label precision.
+counts per class, the round number, the round's confusion matrix on dev) from the run folder;
+`replay` runs any installed selector on it through the same registry and checks as `xlc selftrain`;
+`summarise` says what it took: counts per class and language, confidence ranges and, with the pool's
+true labels, pseudo-label precision.
 Nothing here imports torch.
 """
 
@@ -74,7 +75,7 @@ def load_round(scored: Path) -> SavedRound:
                        f"run ({len(classes)}); the file is not this run's scored pool")
     counts = labeled_counts(run, folder, config, classes)
     return SavedRound(scored, run, folder, config, pool,
-                      selectors.SelectionContext(classes, counts, folder.number))
+                      selectors.SelectionContext(classes, counts, folder.number, dev_confusion(folder)))
 
 
 def run_classes(run: RunDir, folder: RoundDir) -> tuple[str, ...]:
@@ -89,6 +90,13 @@ def run_classes(run: RunDir, folder: RoundDir) -> tuple[str, ...]:
 
 def _record(folder: RoundDir) -> dict:
     return json.loads(folder.metrics.read_text()) if folder.closed else {}
+
+
+def dev_confusion(folder: RoundDir) -> tuple[tuple[int, ...], ...] | None:
+    """The round's confusion matrix on dev, as the loop gave it to the selector: from eval.json (written
+    before selection), else metrics.json; None when neither records it."""
+    evaluated = json.loads(folder.evaluation.read_text()) if folder.evaluation.is_file() else _record(folder)
+    return selectors.dev_confusion(evaluated)
 
 
 def labeled_counts(run: RunDir, folder: RoundDir, config: SelfTrainConfig,

@@ -37,6 +37,13 @@ def labeled_counts(labels: pl.Series, classes: Sequence[str]) -> dict[str, int]:
     return {c: counts.get(c, 0) for c in classes}
 
 
+def dev_confusion(evaluated: Mapping[str, Any]) -> tuple[tuple[int, ...], ...] | None:
+    """The dev confusion matrix of a round's evaluation (its eval.json, or the metrics.json record that
+    holds it): `SelectionContext.dev_confusion`; None when it records none."""
+    found = evaluated.get("dev", {}).get("confusion")
+    return None if found is None else tuple(tuple(int(n) for n in row) for row in found)
+
+
 def select(name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
     """Run selector `name` on the scored pool and check what it returns.
 
@@ -48,6 +55,6 @@ def select(name: str, pool: pl.DataFrame, options: Mapping[str, Any], context: S
 
 __all__ = [
     "Check", "Option", "Prepared", "SelectFunction", "SelectionContext", "Selector", "add_plugin", "at_least",
-    "available", "between", "get_selector", "hookimpl", "labeled_counts", "one_of", "prepare", "remove_plugin",
-    "resolve_options", "select",
+    "available", "between", "dev_confusion", "get_selector", "hookimpl", "labeled_counts", "one_of", "prepare",
+    "remove_plugin", "resolve_options", "select",
 ]

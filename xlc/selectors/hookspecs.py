@@ -15,7 +15,8 @@ A selector is a function ``select(pool, options, context) -> frame`` (``SelectFu
   class probabilities, an Array in ``context.classes`` order);
 - ``options`` maps each of the selector's ``Option`` names to its value, already converted
   to the option's type and validated (defaults filled in);
-- ``context`` says what else a selector may use (classes, labeled-set counts, round).
+- ``context`` says what else a selector may use (classes, labeled-set counts, round, the
+  round's confusion matrix on the dev set).
 
 It returns the rows to take: a frame (or LazyFrame) with an ``id`` column (ids from the
 pool, each at most once) and a ``label`` column (the pseudo-label, one of
@@ -53,11 +54,18 @@ class SelectionContext:
     labeled_counts: texts per class in the labeled set the model was trained on (gold texts
     plus the pseudo-labels taken in earlier rounds); every class has at least one.
     round: the self-training round that produced the scores (0 = trained on gold only).
+    dev_confusion: the confusion matrix of the same round's model on the dev set, as counts:
+    ``dev_confusion[i][j]`` dev texts of gold class ``classes[i]`` were predicted as ``classes[j]``
+    (rows gold, columns predicted; what each round's ``metrics.json`` records as
+    ``dev.confusion``). The dev set is the target-language ``--dev`` when given, else the share of
+    the English training set that xlc holds out (``--dev-share``). None when the caller has no dev
+    predictions; a selector that needs them should raise ``XlcError`` saying so.
     """
 
     classes: tuple[str, ...]
     labeled_counts: Mapping[str, int]
     round: int
+    dev_confusion: tuple[tuple[int, ...], ...] | None = None
 
 
 class SelectFunction(Protocol):

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from xlc_classprior import class_counts, quotas
+from xlc_classprior import bbse_shares, class_counts, quotas
 
 from xlc import SelectionContext, XlcError
 from xlc.selectors import available, resolve_options, select
@@ -195,7 +195,7 @@ def test_margin_takes_kt_per_class_and_respects_min_margin():
         ("prior", {"n": -1}, "option n must be >= 0, got -1"),
         ("prior", {"kt": 0}, "option kt must be >= 1, got 0"),
         ("prior", {"min_confidence": 1.5}, "option min_confidence must be in [0, 1], got 1.5"),
-        ("prior", {"proportions": "gold"}, "option proportions must be labeled or pool, got 'gold'"),
+        ("prior", {"proportions": "gold"}, "option proportions must be labeled, pool or bbse, got 'gold'"),
         ("margin", {"min_margin": "wide"}, "option min_margin must be float, got 'wide'"),
         ("margin", {"n": 3}, "selector 'margin' has no option 'n' (its options: kt, min_margin)"),
     ],
@@ -218,3 +218,61 @@ def test_prior_per_lang_puts_texts_without_a_language_in_a_group_of_their_own():
     context = SelectionContext(CLASSES, {"business": 1, "health": 1, "sports": 0}, 0)
     taken = select("prior", pool, {"n": 20, "per_lang": True}, context)
     assert taken["lang"].null_count() == 10 and (taken["lang"] == "de").sum() == 10
+
+
+# Label shift: a model right on 95% of business texts and 70% of health texts (never sports), its
+# dev set 200/200, a pool that is 31% business. Counted exactly, the pool's predicted business share
+# is (0.31 * 0.95 + 0.69 * 0.30) = 0.5015: the errors on the larger class inflate the smaller one.
+DEV_CONFUSION = ((190, 10, 0), (60, 140, 0), (0, 0, 0))  # rows gold, columns predicted
+SHIFTED = SelectionContext(CLASSES, {"business": 50, "health": 50, "sports": 1}, 0, DEV_CONFUSION)
+
+
+def label_shifted_pool(size: int = 2000, business: float = 0.31) -> pl.DataFrame:
+    """`size` texts, a `business` share of them business, predicted by the model of DEV_CONFUSION:
+    exactly 95% of business and 30% of health predicted business, the rest health."""
+    n_business = round(size * business)
+    n_health = size - n_business
+    as_business = round(0.95 * n_business) + round(0.30 * n_health)
+    rows = [("business", [0.8, 0.2, 0.0])] * as_business + [("health", [0.2, 0.8, 0.0])] * (size - as_business)
+    return scored_pool(rows)
+
+
+def test_bbse_recovers_the_pool_class_shares_that_the_predictions_overstate():
+    pool = label_shifted_pool()
+    predicted = per_class(pool)
+    assert predicted["business"] / pool.height > 0.45
+    shares = bbse_shares(DEV_CONFUSION, [predicted[c] for c in CLASSES])
+    assert shares[0] == pytest.approx(0.31, abs=0.02)
+    assert shares[1] == pytest.approx(0.69, abs=0.02) and shares[2] == 0  # sports: no dev texts, no share
+    assert class_counts(pool, {"proportions": "bbse"}, SHIFTED) == {"business": 310_000, "health": 690_000,
+                                                                   "sports": 0}
+
+
+def test_bbse_without_a_shift_keeps_the_dev_shares_and_falls_back_to_even_without_data():
+    assert bbse_shares([[190, 10], [60, 140]], [250, 150]) == pytest.approx([0.5, 0.5])
+    assert bbse_shares([[190, 10], [60, 140]], [0, 0]).tolist() == [0.5, 0.5]  # an empty pool
+    assert bbse_shares([[0, 0], [0, 0]], [5, 3]).tolist() == [0.5, 0.5]  # no dev texts
+
+
+def test_prior_with_bbse_splits_the_total_by_the_estimate_not_by_the_predictions():
+    pool = label_shifted_pool()
+    assert per_class(select("prior", pool, {"n": 100, "proportions": "pool"}, SHIFTED)) == {
+        "business": 50, "health": 50, "sports": 0}  # mean probabilities 0.5009 / 0.4991
+    assert per_class(select("prior", pool, {"n": 100, "proportions": "bbse"}, SHIFTED)) == {
+        "business": 31, "health": 69, "sports": 0}
+
+
+def test_prior_with_bbse_per_lang_estimates_each_languages_shares():
+    pool = pl.concat([label_shifted_pool(1000, 0.31).with_columns(pl.lit("zh").alias("lang")),
+                      label_shifted_pool(1000, 0.5).with_columns(pl.lit("de").alias("lang"))])
+    pool = pool.with_columns(pl.int_range(pl.len()).alias("id"))
+    taken = select("prior", pool, {"n": 200, "proportions": "bbse", "per_lang": True}, SHIFTED)
+    assert per_class(taken.filter(pl.col("lang") == "zh")) == {"business": 31, "health": 69, "sports": 0}
+    assert per_class(taken.filter(pl.col("lang") == "de")) == {"business": 50, "health": 50, "sports": 0}
+
+
+def test_prior_with_bbse_but_no_dev_confusion_says_what_it_needs():
+    with pytest.raises(XlcError) as info:
+        select("prior", label_shifted_pool(), {"proportions": "bbse"}, UNBALANCED)
+    assert "proportions=bbse needs the round's dev predictions" in str(info.value)
+    assert "proportions=pool" in str(info.value)

@@ -14,8 +14,10 @@ PRIOR = Selector(
         Option("kt", int, 40, "texts per class on average when n is 0 (total = kt x classes)", at_least(1)),
         Option("n", int, 0, "texts per round in total; 0 = kt x classes", at_least(0)),
         Option("min_confidence", float, 0.0, "take no text below this confidence", between(0, 1)),
-        Option("proportions", str, "labeled", "class split: the labeled set's, or the pool's (mean probabilities)",
-               one_of("labeled", "pool")),
+        Option("proportions", str, "labeled",
+               "class split: the labeled set's, the pool's (mean probabilities) or the pool's by black-box "
+               "shift estimation on the round's dev predictions (bbse)",
+               one_of("labeled", "pool", "bbse")),
         Option("per_lang", bool, False, "split the total across languages by pool size, then by class"),
     ),
 )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from xlc import SelectionContext
+from xlc import SelectionContext, XlcError
 
 
 def quotas(total: int, counts: Mapping[str, int], classes: Sequence[str]) -> dict[str, int]:
@@ -43,9 +43,31 @@ def prior_total(options: Mapping[str, Any], classes: Sequence[str]) -> int:
     return options["n"] or options["kt"] * len(classes)
 
 
+def bbse_shares(confusion: Sequence[Sequence[int]], predicted: Sequence[int]) -> np.ndarray:
+    """The pool's class shares by black-box shift estimation (BBSE; Lipton, Wang and Smola, 2018,
+    "Detecting and Correcting for Label Shift with Black Box Predictors").
+
+    `confusion` holds a model's dev counts (rows gold, columns predicted), `predicted` how many pool
+    texts the same model predicts as each class. Under label shift (the classes' shares change, the
+    texts of a class do not) the pool's predicted shares mu equal C w, with C[i, j] = P(predicted i,
+    gold j) on dev and w the ratio of pool to dev class shares; w is solved by least squares and
+    clipped at 0, and the shares are w times dev's gold shares, renormalised. An even split when
+    nothing is left (no pool or no dev texts). A class that dev lacks gets share 0.
+    """
+    counts = np.asarray(confusion, dtype=np.float64)
+    k = counts.shape[0]
+    joint = counts.T / max(counts.sum(), 1.0)  # C[i, j] = P(predicted i, gold j)
+    found = np.asarray(predicted, dtype=np.float64)
+    mu = found / max(found.sum(), 1.0)
+    weights = np.clip(np.linalg.lstsq(joint, mu, rcond=None)[0], 0, None)
+    shares = weights * joint.sum(axis=0)  # w times dev's gold class shares
+    return shares / shares.sum() if shares.sum() > 0 else np.full(k, 1 / k)
+
+
 def class_counts(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> dict[str, int]:
-    """Integer weights for `quotas`: the labeled set's counts, or the pool's class proportions as
-    the model sees them (the mean predicted probability of each class, in millionths).
+    """Integer weights for `quotas`: the labeled set's counts, or the pool's class proportions (in
+    millionths) as the model sees them (`pool`: the mean predicted probability of each class) or as
+    black-box shift estimation corrects them with the round's dev confusion matrix (`bbse`).
 
     The mean probability is a biased estimate under label shift, but a bounded one: an EM
     re-estimate (Saerens et al., 2002) can run off to a class that no text is predicted as
@@ -53,18 +75,28 @@ def class_counts(pool: pl.DataFrame, options: Mapping[str, Any], context: Select
     """
     if options["proportions"] == "labeled":
         return dict(context.labeled_counts)
-    if pool.height == 0:
+    if options["proportions"] == "bbse":
+        if context.dev_confusion is None:
+            raise XlcError("selector 'prior': proportions=bbse needs the round's dev predictions "
+                           "(SelectionContext.dev_confusion), and none were given; xlc selftrain and xlc select "
+                           "pass them, or use proportions=pool or proportions=labeled")
+        found = dict(pool["label"].value_counts().iter_rows())
+        shares = bbse_shares(context.dev_confusion, [found.get(c, 0) for c in context.classes])
+    elif pool.height == 0:
         return {c: 0 for c in context.classes}
-    mean = pool["probs"].to_numpy().astype(np.float64).reshape(-1, len(context.classes)).mean(axis=0)
-    return {c: int(round(1_000_000 * p)) for c, p in zip(context.classes, mean, strict=True)}
+    else:
+        shares = pool["probs"].to_numpy().astype(np.float64).reshape(-1, len(context.classes)).mean(axis=0)
+    return {c: int(round(1_000_000 * p)) for c, p in zip(context.classes, shares, strict=True)}
 
 
 def prior(pool: pl.DataFrame, options: Mapping[str, Any], context: SelectionContext) -> pl.DataFrame:
     """The most confident texts per predicted class, per-class counts following a class prior.
 
-    The prior is the labeled set's (`proportions="labeled"`) or the pool's mean predicted
-    probabilities (`proportions="pool"`). With `per_lang`, the total is first split across languages in
-    proportion to their pool sizes, and each language gets its own class split (and estimate).
+    The prior is the labeled set's (`proportions="labeled"`), the pool's mean predicted
+    probabilities (`proportions="pool"`) or the pool's shares by black-box shift estimation on the
+    round's dev predictions (`proportions="bbse"`, see `bbse_shares`). With `per_lang`, the total is
+    first split across languages in proportion to their pool sizes, and each language gets its own
+    class split (and estimate; with `bbse`, from that language's predictions and the one dev matrix).
     A class with fewer candidates than its quota gives what it has; the shortfall is not moved
     to other classes, which would let the model's favourite class take over.
     """
