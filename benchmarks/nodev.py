@@ -304,6 +304,29 @@ def headline_average(result: dict) -> list[str]:
     return lines
 
 
+def headline_bbse(result: dict) -> list[str]:
+    """bbse (the class split by black-box shift estimation) against the default and the control, per data set."""
+    last = f"fixed-{result['settings']['rounds']}"
+    lines = ["| data set | seeds | round 0 | default | control | bbse | bbse − control | bbse − default | "
+             "bbse-avg − control-avg | pseudo prec. default / bbse |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]" if b else "–"  # noqa: E731
+
+    def precision(method: dict) -> str:
+        found = [r["pseudo_precision"] for rs in method["rounds"].values() for r in rs[1:]
+                 if r.get("pseudo_precision") is not None]
+        return f"{100 * np.mean(found):.1f}%"
+
+    for name, ds in result["datasets"].items():
+        if "bbse - control" not in ds.get("bootstrap", {}):
+            continue
+        m, b = ds["methods"], ds["bootstrap"]
+        acc = [f"{m[k]['rules'][last]['mean']:.1f}" for k in ("balanced", "control", "bbse")]
+        lines.append(f"| {name} | {len(m['bbse']['rounds'])} | {m['balanced']['rules']['round0']['mean']:.1f} | "
+                     + " | ".join(acc) + f" | {ci(b['bbse - control'])} | {ci(b['bbse - default'])} | "
+                     f"{ci(b.get('bbse-avg - control-avg'))} | {precision(m['balanced'])} / {precision(m['bbse'])} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = ["# Model selection without target labels", "",
              f"- command: `{result['command']}`", f"- settings: {json.dumps(result['settings'])}",
@@ -322,6 +345,14 @@ def markdown(result: dict) -> str:
                   "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test "
                   "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.",
                   "", *headline_average(result), ""]
+    if any("bbse - control" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
+        lines += ["## The class split by black-box shift estimation (bbse)", "",
+                  "*bbse*: balanced's rounds, but the Kt x classes texts of a round are split across the predicted "
+                  "classes by the pool's class shares as black-box shift estimation finds them (the round's "
+                  "confusion matrix on the held-out English dev set inverts the pool's predicted shares). Test "
+                  "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval; "
+                  "pseudo prec.: the share of correct pseudo-labels over all rounds and seeds.",
+                  "", *headline_bbse(result), ""]
     for name, ds in result["datasets"].items():
         lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
         for method, m in ds["methods"].items():
@@ -372,7 +403,7 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
                                               "dev_share": float(stored["dev_share"]),
                                               "stable": float(stored["stable"])})
     differ = {k for r in found[1:] for k, v in r["settings"].items()
-              if k not in ("methods", "out", "seeds", "sets") and v != found[0]["settings"].get(k)}
+              if k not in ("methods", "out", "seeds", "sets", "merge") and v != found[0]["settings"].get(k)}
     if differ:
         raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
     result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "
@@ -413,6 +444,7 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(dump(result))
         args.out.with_suffix(".md").write_text(markdown(result))
         return
+    del args.merge  # not a setting of the run
     specs = [replace(spec, pool=args.pool) for name in args.sets.split(",") for spec in SETS if spec.name == name]
     run_screens("nodev.py", args, specs, lambda spec: NoDevScreen(spec, args),
                 lambda screen, runs: summarise(screen, runs, args.stable), markdown)
