@@ -250,14 +250,18 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
         if "balanced-avg" in picks:
             out["bootstrap"]["balanced-avg - control"] = bootstrap(
                 gold, picks["balanced-avg"][last], picks["control"][last])
-            out["bootstrap"]["balanced-avg - control-avg"] = bootstrap(
-                gold, picks["balanced-avg"][last], picks["control-avg"][last])
+            if "control-avg" in picks:
+                out["bootstrap"]["balanced-avg - control-avg"] = bootstrap(
+                    gold, picks["balanced-avg"][last], picks["control-avg"][last])
             out["bootstrap"]["balanced-avg - default"] = bootstrap(
                 gold, picks["balanced-avg"][last], picks["balanced"][last])
         if "bbse" in picks:
             out["bootstrap"]["bbse - control"] = bootstrap(gold, picks["bbse"][last], picks["control"][last])
             out["bootstrap"]["bbse - default"] = bootstrap(gold, picks["bbse"][last], picks["balanced"][last])
             if "bbse-avg" in picks:
+                out["bootstrap"]["bbse-avg - control"] = bootstrap(
+                    gold, picks["bbse-avg"][last], picks["control"][last])
+            if "bbse-avg" in picks and "control-avg" in picks:
                 out["bootstrap"]["bbse-avg - control-avg"] = bootstrap(
                     gold, picks["bbse-avg"][last], picks["control-avg"][last])
                 out["bootstrap"]["bbse-avg - balanced-avg"] = bootstrap(
@@ -295,7 +299,7 @@ def headline_average(result: dict) -> list[str]:
              "balanced-avg − control | balanced-avg − control-avg |", "|---|---|---|---|---|---|---|---|"]
     ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]"  # noqa: E731
     for name, ds in result["datasets"].items():
-        if "balanced-avg - default" not in ds.get("bootstrap", {}):
+        if "balanced-avg - control-avg" not in ds.get("bootstrap", {}):
             continue
         acc = {m: f"{ds['methods'][m]['rules'][last]['mean']:.1f}"
                for m in ("balanced", "balanced-avg", "control", "control-avg")}
@@ -308,7 +312,8 @@ def headline_bbse(result: dict) -> list[str]:
     """bbse (the class split by black-box shift estimation) against the default and the control, per data set."""
     last = f"fixed-{result['settings']['rounds']}"
     lines = ["| data set | seeds | round 0 | default | control | bbse | bbse − control | bbse − default | "
-             "bbse-avg − control-avg | pseudo prec. default / bbse |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "bbse-avg | bbse-avg − control | bbse-avg − control-avg | pseudo prec. default / bbse |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]" if b else "–"  # noqa: E731
 
     def precision(method: dict) -> str:
@@ -323,6 +328,7 @@ def headline_bbse(result: dict) -> list[str]:
         acc = [f"{m[k]['rules'][last]['mean']:.1f}" for k in ("balanced", "control", "bbse")]
         lines.append(f"| {name} | {len(m['bbse']['rounds'])} | {m['balanced']['rules']['round0']['mean']:.1f} | "
                      + " | ".join(acc) + f" | {ci(b['bbse - control'])} | {ci(b['bbse - default'])} | "
+                     f"{m['bbse-avg']['rules'][last]['mean']:.1f} | {ci(b.get('bbse-avg - control'))} | "
                      f"{ci(b.get('bbse-avg - control-avg'))} | {precision(m['balanced'])} / {precision(m['bbse'])} |")
     return lines
 
@@ -340,7 +346,7 @@ def markdown(result: dict) -> str:
                   "default's). Test accuracy and macro-F1 (%), mean of the seeds; differences: paired bootstrap, "
                   "seeds pooled, 95% interval; pseudo prec.: the share of correct pseudo-labels over all rounds.",
                   "", *headline(result), ""]
-    if any("balanced-avg - default" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
+    if any("balanced-avg - control-avg" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
         lines += ["## Weight averaging over rounds", "",
                   "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test "
                   "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.",
@@ -350,8 +356,9 @@ def markdown(result: dict) -> str:
                   "*bbse*: balanced's rounds, but the Kt x classes texts of a round are split across the predicted "
                   "classes by the pool's class shares as black-box shift estimation finds them (the round's "
                   "confusion matrix on the held-out English dev set inverts the pool's predicted shares). Test "
-                  "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval; "
-                  "pseudo prec.: the share of correct pseudo-labels over all rounds and seeds.",
+                  "accuracy (%), mean of the seeds; *bbse-avg*: its rounds' weights averaged; differences: paired "
+                  "bootstrap, seeds pooled, 95% interval; pseudo prec.: the share of correct pseudo-labels over "
+                  "all rounds and seeds.",
                   "", *headline_bbse(result), ""]
     for name, ds in result["datasets"].items():
         lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
