@@ -326,10 +326,11 @@ def headline_bbse(result: dict) -> list[str]:
             continue
         m, b = ds["methods"], ds["bootstrap"]
         acc = [f"{m[k]['rules'][last]['mean']:.1f}" for k in ("balanced", "control", "bbse")]
+        averaged = f"{m['bbse-avg']['rules'][last]['mean']:.1f}" if "bbse-avg" in m else "–"
         lines.append(f"| {name} | {len(m['bbse']['rounds'])} | {m['balanced']['rules']['round0']['mean']:.1f} | "
-                     + " | ".join(acc) + f" | {ci(b['bbse - control'])} | {ci(b['bbse - default'])} | "
-                     f"{m['bbse-avg']['rules'][last]['mean']:.1f} | {ci(b.get('bbse-avg - control'))} | "
-                     f"{ci(b.get('bbse-avg - control-avg'))} | {precision(m['balanced'])} / {precision(m['bbse'])} |")
+                     + " | ".join(acc) + f" | {ci(b['bbse - control'])} | {ci(b['bbse - default'])} | {averaged} | "
+                     f"{ci(b.get('bbse-avg - control'))} | {ci(b.get('bbse-avg - control-avg'))} | "
+                     f"{precision(m['balanced'])} / {precision(m['bbse'])} |")
     return lines
 
 
@@ -409,16 +410,21 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     args = argparse.Namespace(**vars(args) | {"rounds": int(stored["rounds"]), "pool": int(stored["pool"]),
                                               "dev_share": float(stored["dev_share"]),
                                               "stable": float(stored["stable"])})
-    differ = {k for r in found[1:] for k, v in r["settings"].items()
-              if k not in ("methods", "out", "seeds", "sets", "merge") and v != found[0]["settings"].get(k)}
+    keys = {k for r in found for k in r["settings"]} - {"methods", "out", "seeds", "sets", "merge"}
+    differ = {k for k in keys if len({r["settings"].get(k) for r in found}) > 1}
     if differ:
         raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
+    if args.out.with_suffix(".json").resolve() in {path.resolve() for path in paths}:
+        raise SystemExit(f"--merge: --out {args.out} would overwrite one of the merged files; pass another --out")
     result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "
               + " ".join(map(str, paths)), "settings": found[0]["settings"] | {"methods": "merged"},
               "minutes": sum(r["minutes"] for r in found), "machine": found[0]["machine"], "datasets": {}}
     for name in dict.fromkeys(n for r in found for n in r["datasets"]):
         held = [r["datasets"][name]["methods"] for r in found if name in r["datasets"]]
         seeds = sorted(set.intersection(*(set(next(iter(m.values()))["rounds"]) for m in held)), key=int)
+        if not seeds:
+            log.warning("--merge: %s: the runs share no seed; left out", name)
+            continue
         runs: dict[int, dict] = {int(s): {} for s in seeds}
         for methods in held:
             for method, m in methods.items():

@@ -78,3 +78,15 @@ def test_merge_refuses_runs_of_other_settings(nodev, tmp_path):
         paths[-1].write_text(json.dumps({"settings": settings, "datasets": {}}))
     with pytest.raises(SystemExit, match="differ in epochs"):
         nodev.merge(paths, argparse.Namespace())
+
+
+def test_merge_never_overwrites_a_file_it_merges(nodev, tmp_path):
+    import argparse
+    import json
+
+    settings = {"epochs": "5", "rounds": "3", "pool": "800", "dev_share": "0.1", "stable": "0.03"}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"settings": settings, "datasets": {}}))
+    with pytest.raises(SystemExit, match="would overwrite"):
+        nodev.merge([path], argparse.Namespace(out=tmp_path / "run"))
+    assert json.loads(path.read_text())["settings"] == settings

@@ -131,7 +131,7 @@ def split(folder: Path, table: str, reuse: Sequence[Path],
     linked = files.write_or_link(path, blob, [f / ONNX_FILE for f in reuse])
     if linked is not None:
         log.debug("%s: the graph and word-embedding table are %s's (hard link)", folder, linked.parent)
-    if sources is None or weights is None:
+    if not sources or weights is None:  # no map: nothing matched, or nothing besides the table
         return None
     where = _find(path, blob, _bytes(weights[table]))
     if where is None:
