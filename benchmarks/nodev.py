@@ -402,9 +402,9 @@ class Stored:
 
 
 def merge(paths: list[Path], args: argparse.Namespace) -> dict:
-    """One result from runs of other methods with the same settings and seeds: per data set, the seeds all
-    runs hold, every method of any run. A method in several runs must have reproduced exactly (the same test
-    predictions in every round); the comparisons are recomputed."""
+    """One result from runs of other methods or seeds with the same settings: per data set, every method
+    of any run, on the seeds for which some run holds each method. A method and seed in several runs must
+    have reproduced exactly (the same test predictions in every round); the comparisons are recomputed."""
     found = [json.loads(path.read_text()) for path in paths]
     stored = found[0]["settings"]
     args = argparse.Namespace(**vars(args) | {"rounds": int(stored["rounds"]), "pool": int(stored["pool"]),
@@ -420,19 +420,18 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
               + " ".join(map(str, paths)), "settings": found[0]["settings"] | {"methods": "merged"},
               "minutes": sum(r["minutes"] for r in found), "machine": found[0]["machine"], "datasets": {}}
     for name in dict.fromkeys(n for r in found for n in r["datasets"]):
-        held = [r["datasets"][name]["methods"] for r in found if name in r["datasets"]]
-        seeds = sorted(set.intersection(*(set(next(iter(m.values()))["rounds"]) for m in held)), key=int)
-        if not seeds:
-            log.warning("--merge: %s: the runs share no seed; left out", name)
-            continue
-        runs: dict[int, dict] = {int(s): {} for s in seeds}
-        for methods in held:
-            for method, m in methods.items():
-                for s in seeds:
-                    rounds = m["rounds"][s]
-                    before = runs[int(s)].setdefault(method, rounds)
-                    if [r["test_pred"] for r in before] != [r["test_pred"] for r in rounds]:
+        runs: dict[int, dict] = {}
+        for r in found:
+            for method, m in r["datasets"].get(name, {}).get("methods", {}).items():
+                for s, rounds in m["rounds"].items():
+                    before = runs.setdefault(int(s), {}).setdefault(method, rounds)
+                    if [x["test_pred"] for x in before] != [x["test_pred"] for x in rounds]:
                         raise SystemExit(f"--merge: {name} {method} seed {s} did not reproduce across the runs")
+        methods = {method for seed in runs.values() for method in seed}
+        runs = {s: runs[s] for s in sorted(runs) if set(runs[s]) == methods}  # the seeds every method has
+        if not runs:
+            log.warning("--merge: %s: no seed has every method; left out", name)
+            continue
         result["datasets"][name] = summarise(Stored(name, args), runs, args.stable)
     return result
 
