@@ -11,8 +11,10 @@ targets), and records after every round: the target test predictions, the Englis
 target dev accuracy, and label-free pool signals (share of pool labels changed since the last
 round, mean confidence, distance of the predicted class shares from the English ones).
 `--methods` adds the same-compute control (the same warm-started rounds on English alone, each
-as many optimiser steps as the default's) and weight averaging (each method's rounds 1..k with
-their weights averaged into one model).
+as many optimiser steps as the default's), bbse (balanced's rounds with each round's texts split
+across classes by the pool's class shares from black-box shift estimation on the English dev set)
+and weight averaging (each method's rounds 1..k with their weights averaged into one model).
+`--merge` combines results files of the same settings (other methods or seeds) into one.
 
 The rules, each choosing one round per run:
 - round0: never self-train (zero-shot);
@@ -261,11 +263,11 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
             if "bbse-avg" in picks:
                 out["bootstrap"]["bbse-avg - control"] = bootstrap(
                     gold, picks["bbse-avg"][last], picks["control"][last])
+                out["bootstrap"]["bbse-avg - balanced-avg"] = bootstrap(
+                    gold, picks["bbse-avg"][last], picks["balanced-avg"][last])
             if "bbse-avg" in picks and "control-avg" in picks:
                 out["bootstrap"]["bbse-avg - control-avg"] = bootstrap(
                     gold, picks["bbse-avg"][last], picks["control-avg"][last])
-                out["bootstrap"]["bbse-avg - balanced-avg"] = bootstrap(
-                    gold, picks["bbse-avg"][last], picks["balanced-avg"][last])
         out["bootstrap"]["control - round0"] = out["methods"]["control"]["bootstrap"][f"{last} - round0"]
     return out
 
