@@ -163,16 +163,14 @@ class NoDevScreen(Screen):
 
 
 def bbse_shares(dev_probs: np.ndarray, dev_y: np.ndarray, pool_probs: np.ndarray) -> np.ndarray:
-    """The pool's class shares by black-box shift estimation (Lipton et al. 2018): solve C w = mu, with
-    C[i, j] = P(predicted i, true j) on labeled held-out data and mu the pool's predicted class shares;
-    w = q / p reweights the held-out class shares p. Negative weights are clipped, the shares renormalised."""
+    """The pool's class shares by black-box shift estimation, as the `prior` selector's `proportions=bbse`
+    computes them (`xlc_classprior.bbse_shares`), from held-out labeled predictions and the pool's."""
+    from sklearn.metrics import confusion_matrix
+    from xlc_classprior import bbse_shares as estimate
+
     k = pool_probs.shape[1]
-    joint = np.zeros((k, k))
-    np.add.at(joint, (dev_probs.argmax(1), dev_y), 1.0)
-    joint /= len(dev_y)
-    mu = np.bincount(pool_probs.argmax(1), minlength=k) / max(1, len(pool_probs))
-    q = np.clip(np.linalg.lstsq(joint, mu, rcond=None)[0], 0, None) * joint.sum(0)
-    return q / q.sum() if q.sum() > 0 else np.full(k, 1 / k)
+    confusion = confusion_matrix(dev_y, dev_probs.argmax(1), labels=range(k))  # rows gold, columns predicted
+    return estimate(confusion, np.bincount(pool_probs.argmax(1), minlength=k))
 
 
 def by_shares(probs: np.ndarray, remaining: np.ndarray, total: int, shares: np.ndarray) -> np.ndarray:
