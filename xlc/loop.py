@@ -273,13 +273,13 @@ def _average(ctx: Context, last: int) -> dict:
         clf.model.load_state_dict(model.average_weights(
             model.load(ctx.run.round(number).model).model.state_dict() for number in rounds))
         with files.atomic_dir(folder.model) as tmp:
-            clf.save(tmp, reuse=[other.model for other in reversed(ctx.run.rounds())])
+            clf.save(tmp, reuse=[other.model for other in _others(ctx)])
             files.write_json(tmp / rundir.TRAIN_FILE, {"rounds": rounds, "seconds": clock()})
         _crash_point("average", last)
     if not folder.evaluation.is_file():  # once it is, the ONNX model may be pruned (best/ holds it)
         if not folder.onnx_file.is_file():
             onnx.export(model.load(folder.model), folder.onnx,
-                        reuse=[other.onnx for other in reversed(ctx.run.rounds())])
+                        reuse=[other.onnx for other in _others(ctx)])
         _commit_evaluation(ctx, folder, Scorer.open(folder.onnx, threads=ctx.config.threads), "average")
     evaluated = json.loads(folder.evaluation.read_text())
     return {"rule": "average", "rounds": rounds, **{k: evaluated[k] for k in ("dev", "test") if k in evaluated}}
@@ -512,8 +512,9 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
     )
 
 
-def _others(ctx: Context, rnd: int) -> list[RoundDir]:
-    """The run's rounds other than `rnd`, the latest first: whose models a new one may share files with."""
+def _others(ctx: Context, rnd: int | None = None) -> list[RoundDir]:
+    """The run's rounds other than `rnd` (all of them for the average's model), the latest first: whose
+    models a new one may share files with."""
     return [other for other in reversed(ctx.run.rounds()) if other.number != rnd]
 
 
