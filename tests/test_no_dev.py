@@ -44,7 +44,7 @@ def test_too_small_a_training_set_to_hold_out_dev_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("settings", "rule"), [
-    ({"train": "a.csv", "unlabeled": "u.csv"}, "last"),
+    ({"train": "a.csv", "unlabeled": "u.csv"}, "average"),
     ({"train": "a.csv", "unlabeled": "u.csv", "dev": "d.csv"}, "dev"),
     ({}, "dev"),  # the demo has a target-language dev set
     ({"train": "a.csv", "unlabeled": "u.csv", "select_round": "dev"}, "dev"),
@@ -74,10 +74,11 @@ def test_selftrain_without_dev_chooses_on_held_out_labeled_texts(tiny_model, sma
     assert summary["rounds"][0]["labeled"] == 80 - held  # the held-out texts never train
     assert summary["data"]["languages"]["dev"] == ["eng_Latn"]
     assert json.loads((out / "best" / "xlc.json").read_text())["text_prefix"] == "passage: "
-    assert summary["round_rule"] == "last" and summary["best_round"] == 2  # the last round is delivered
+    assert summary["round_rule"] == "average" and summary["delivered"]["rounds"] == [1, 2]  # rounds 1-2 averaged
     assert summary["stop_code"] == "max_rounds"  # patience does not apply: the run goes to --max-rounds
     markdown = (out / "report.md").read_text()
-    assert "held out from the labeled training set" in markdown and "chosen by: the last round" in markdown
+    assert "held out from the labeled training set" in markdown
+    assert "chosen by: the average of the weights of rounds 1-2" in markdown
     first, second, last = (r.get("health") for r in summary["rounds"])
     assert first["changed"] is None and 0 <= second["changed"] <= 1  # rounds that scored the pool
     assert last is None  # the last round does not score the pool

@@ -20,12 +20,15 @@ def test_a_tracked_run_logs_settings_round_metrics_report_and_plots(tiny_model, 
     before = set((tmp_path / "..").iterdir())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = xlc.selftrain(**small_files, model=str(tiny_model), out=tmp_path / "run", selector="balanced",
-                        selector_options={"kt": 2}, track="mlflow", track_uri=uri, **FAST)
+                        selector_options={"kt": 2}, select_round="average", track="mlflow", track_uri=uri, **FAST)
     client = MlflowClient(tracking_uri=uri)
     (found,) = client.search_runs([client.get_experiment_by_name("xlc").experiment_id])
     assert found.info.run_name == "run"
     assert found.data.params["selector"] == "balanced" and found.data.params["epochs"] == "1"
     assert found.data.tags["xlc.best_round"] == str(run.best_round)
+    assert found.data.tags["xlc.delivered"] == "the average of the weights of round 1"
+    test = run.report["delivered"]["test"]  # best/ holds the average: its metrics, not a round's
+    assert found.data.metrics["delivered_test_accuracy"] == pytest.approx(test["accuracy"])
     history = client.get_metric_history(found.info.run_id, "dev_accuracy")
     assert [m.step for m in history] == [0, 1]
     assert [m.value for m in history] == pytest.approx([r["dev"]["accuracy"] for r in run.report["rounds"]])

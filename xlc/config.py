@@ -74,7 +74,7 @@ class SelfTrainConfig:
     patience: int = setting(1, "Stop after this many rounds without dev gain.")
     select_round: str = setting("auto", "Which model to deliver: the best round on dev (with patience), the last "
                                         "of --max-rounds, or the average of the weights of rounds 1 to "
-                                        "--max-rounds; auto: dev with a target-language --dev, last without one.",
+                                        "--max-rounds; auto: dev with a target-language --dev, average without one.",
                                 choices=ROUND_RULES)
     epochs: int = setting(5, "Epochs per round (the most, with --select-epoch).")
     select_epoch: bool = setting(True, "Score dev after each epoch and keep the best epoch, or train exactly "
@@ -154,7 +154,7 @@ class SelfTrainConfig:
         "average" (of the weights of rounds 1..the last; both run every round of --max-rounds)."""
         if self.select_round != "auto":
             return self.select_round
-        return "dev" if self.dev or self.uses_demo else "last"
+        return "dev" if self.dev or self.uses_demo else "average"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (for TOML and JSON); None fields are left out."""

@@ -1,4 +1,5 @@
-"""`--track mlflow`: a finished run's settings, per-round metrics, report and plots in MLflow.
+"""`--track mlflow`: a finished run's settings, per-round metrics, the delivered model's metrics, report and
+plots in MLflow.
 
 The store is `--track-uri`, else $MLFLOW_TRACKING_URI, else a SQLite file `mlflow.db` in the
 current folder (artifacts in `mlruns/` beside it): local, so it works offline. MLflow is an
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from xlc.errors import XlcError
 from xlc.plots import PLOTS
+from xlc.report import delivered, delivered_record
 from xlc.rundir import RunDir
 
 log = logging.getLogger("xlc")
@@ -58,9 +60,11 @@ def log_run(run_dir: Path, summary: dict, uri: str | None = None) -> str:
         mlflow.log_params({k: _param(v) for k, v in summary["config"].items()})
         mlflow.set_tags({"xlc.run_dir": str(run.path.absolute()), "xlc.best_round": summary["best_round"],
                          "xlc.stop_code": summary.get("stop_code", ""),
-                         "xlc.round_rule": summary.get("round_rule", "dev")})
+                         "xlc.round_rule": summary.get("round_rule", "dev"), "xlc.delivered": delivered(summary)})
         for r in summary["rounds"]:
             mlflow.log_metrics(round_metrics(r), step=r["round"])
+        best = round_metrics(delivered_record(summary))  # the model in best/: a round or the average
+        mlflow.log_metrics({f"delivered_{k}": v for k, v in best.items() if k in ROUND_METRICS})
         for path in [run.report, run.report_md, *(run.path / name for name in PLOTS)]:
             if path.is_file():
                 mlflow.log_artifact(str(path))
