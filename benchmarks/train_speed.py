@@ -93,18 +93,21 @@ def accuracy(args: argparse.Namespace, variants: list[int]) -> dict:
 
 
 def markdown(result: dict) -> str:
-    s = result["speed"]
     lines = ["# Training speed: full fine-tuning vs the top layers on cached features", "",
-             f"- command: `{result['command']}`", f"- machine: {result['machine']}",
-             f"- load average during the speed cycles: {min(s['load_average']):.2f}-{max(s['load_average']):.2f}",
-             "", f"## Speed: one round's training ({s['texts']} texts, {s['epochs']} epochs, lower-layer pass "
-             "over every text included)", "",
-             "| train layers | seconds per cycle | speed-up vs full (median [min, max] of per-cycle ratios) |",
-             "|---|---|---|"]
-    for v, secs in s["seconds"].items():
-        ratio = s["ratio"].get(v)
-        shown = f"{ratio['median']:.2f}x [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "1 (reference)"
-        lines.append(f"| {v or 'all (full)'} | {' / '.join(f'{x:.1f}' for x in secs)} | {shown} |")
+             f"- command: `{result['command']}`", f"- machine: {result['machine']}"]
+    if s := result.get("speed"):
+        lines += [f"- load average during the speed cycles: {min(s['load_average']):.2f}-"
+                  f"{max(s['load_average']):.2f}", "",
+                  f"## Speed: one round's training ({s['texts']} texts, {s['epochs']} epochs, lower-layer pass "
+                  "over every text included)", "",
+                  "| train layers | seconds per cycle | speed-up vs full (median [min, max] of per-cycle ratios) |",
+                  "|---|---|---|"]
+        for v, secs in s["seconds"].items():
+            ratio = s["ratio"].get(v)
+            shown = f"{ratio['median']:.2f}x [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "1 (reference)"
+            lines.append(f"| {v or 'all (full)'} | {' / '.join(f'{x:.1f}' for x in secs)} | {shown} |")
+    else:
+        lines.append("- speed: not measured in this run (--skip-speed; accuracy does not depend on the load)")
     if result.get("accuracy"):
         lines += ["", "## Accuracy: round 0, English only, epochs chosen on the target dev set", "",
                   "| data set | train layers | test accuracy, mean | per seed |", "|---|---|---|---|"]
@@ -129,14 +132,21 @@ def main() -> None:
     p.add_argument("--sets", default="sib200_mldoc8,en2zh_sentiment")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-speed", action="store_true",
+                   help="accuracy only (it does not depend on the load, so it may run beside other work)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     variants = [int(v) for v in args.variants.split(",")]
+    flags = ("out", "skip_accuracy", "skip_speed", "threads")
     result = {"command": "python benchmarks/train_speed.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "skip_accuracy")),
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in flags)
+        + "".join(f" --{k.replace('_', '-')}" for k in ("skip_accuracy", "skip_speed") if getattr(args, k)),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"torch {torch.__version__} with {torch.get_num_threads()} threads"}
-    result["speed"] = speed(args, variants)
+    if not args.skip_speed:
+        result["speed"] = speed(args, variants)
     if not args.skip_accuracy:
         result["accuracy"] = accuracy(args, variants)
     args.out.parent.mkdir(parents=True, exist_ok=True)
