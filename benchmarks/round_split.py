@@ -11,6 +11,11 @@ commit of its own; `other` is what the phases do not cover (building the student
 signals, pruning the previous round's models). The last round stops before selection, so it neither
 scores the pool nor selects.
 
+The runs share a graph cache of their own ($XLC_CACHE in the work folder, the converted default model
+linked in from the user's cache): cycle 0 starts with none, so its round 0 traces the ONNX export;
+later cycles find that graph and write round 0's weights into it, as every run after a machine's
+first does (`xlc.onnx.cached_graphs`).
+
 Targets (#17): a round's export (ONNX export and opening its session) takes at most 5 s; scoring the pool
 takes less than 15% of its round.
 
@@ -72,13 +77,13 @@ def split(run: RunDir) -> list[dict]:
     return rounds
 
 
-def run_once(out: Path, args: argparse.Namespace) -> dict:
-    """One `xlc selftrain` run into `out`, timed, and its rounds split."""
+def run_once(out: Path, args: argparse.Namespace, cache: Path) -> dict:
+    """One `xlc selftrain` run into `out` with $XLC_CACHE `cache`, timed, and its rounds split."""
     command = [sys.executable, "-m", "xlc.cli", "selftrain", "--out", str(out), "--max-rounds", str(args.rounds),
                "--quiet", *(["--model", args.model] if args.model else []), *args.selftrain]
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "XLC_CACHE": str(cache)})
     wall = time.perf_counter() - start
     rounds = split(RunDir(out))
     inside = sum(r["wall_seconds"] for r in rounds)
@@ -110,11 +115,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "targets": {"export_seconds_at_most": EXPORT_TARGET, "score_share_below": SCORE_TARGET}, "cycles": []}
     with tempfile.TemporaryDirectory(prefix="xlc-round-split-") as tmp:
         work = args.work or Path(tmp)
+        cache = private_cache(work)
         for cycle in range(args.cycles):
             out = work / f"cycle-{cycle}"
             if out.exists():
                 raise SystemExit(f"{out} exists (an earlier run: xlc would resume or skip it); pass a new --work")
-            result["cycles"].append(run_once(out, args))
+            result["cycles"].append(run_once(out, args, cache) | {"graph_cache": "warm" if cycle else "cold"})
             print(f"cycle {cycle}: {result['cycles'][-1]['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     result["summary"] = summary(result["cycles"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     files.write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
     return result
+
+
+def private_cache(work: Path) -> Path:
+    """An $XLC_CACHE without traced graphs for the runs, with the user's converted models linked in."""
+    from xlc.default_model import cache_dir
+
+    cache = work / "xlc-cache"
+    if (cache / "onnx-graphs").exists():
+        raise SystemExit(f"{cache} holds traced graphs of earlier runs; pass a new --work")
+    cache.mkdir(parents=True, exist_ok=True)
+    models = cache_dir() / "models"
+    if models.is_dir() and not (cache / "models").exists():
+        (cache / "models").symlink_to(models)
+    return cache
 
 
 def summary(cycles: list[dict]) -> list[dict]:
@@ -154,7 +174,10 @@ def markdown(r: dict) -> str:
              "(the last round does not score the pool)",
              "- runs: " + "; ".join(f"{c['wall_seconds']:.0f} s, {c['outside_rounds_seconds']:.0f} s of it outside "
                                     f"the rounds, load {c['load_average_before']:.1f} before, "
-                                    f"{c['load_average_after']:.1f} after" for c in r["cycles"]), "",
+                                    f"{c['load_average_after']:.1f} after" for c in r["cycles"]),
+             "- graph cache: " + ", ".join(f"cycle {i} {c.get('graph_cache', 'not recorded')}"
+                                           for i, c in enumerate(r["cycles"]))
+             + " (cold: round 0 traces its export; warm: it writes its weights into the graph a run traced)", "",
              "Seconds (share of the round's wall time); the median over the cycles:", "",
              "| round | wall s | " + " | ".join(PHASES) + " | other | export <= 5 s | score < 15% |",
              "|---:|---:|" + "---:|" * len(PHASES) + "---:|---|---|"]
@@ -163,13 +186,13 @@ def markdown(r: dict) -> str:
         lines.append(f"| {s['round']} | {s['wall_seconds']:.1f} | " + " | ".join(cells)
                      + f" | {s['other_seconds']:.1f} | {check(s['export_ok'])} | {check(s['score_ok'])} |")
     if len(r["cycles"]) > 1:
-        lines += ["", "Each cycle:", "", "| cycle | round | labeled | pool | wall s | " + " | ".join(PHASES) + " |",
-                  "|---:|---:|---:|---:|---:|" + "---:|" * len(PHASES)]
+        lines += ["", "Each cycle:", "", "| cycle | graph cache | round | labeled | pool | wall s | "
+                  + " | ".join(PHASES) + " |", "|---:|---|---:|---:|---:|---:|" + "---:|" * len(PHASES)]
         for i, c in enumerate(r["cycles"]):
             for x in c["rounds"]:
-                lines.append(f"| {i} | {x['round']} | {x['labeled']} | {x['pool']} | {x['wall_seconds']:.1f} | "
-                             + " | ".join(f"{x['seconds'][p]:.1f}" if p in x["seconds"] else "-" for p in PHASES)
-                             + " |")
+                phases = [f"{x['seconds'][p]:.1f}" if p in x["seconds"] else "-" for p in PHASES]
+                lines.append(f"| {i} | {c.get('graph_cache', '-')} | {x['round']} | {x['labeled']} | {x['pool']} | "
+                             f"{x['wall_seconds']:.1f} | " + " | ".join(phases) + " |")
     return "\n".join(lines) + "\n"
 
 

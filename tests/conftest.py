@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -9,6 +11,29 @@ import pytest
 
 from xlc import data
 from xlc.model import build_tiny
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """The session's $XLC_CACHE is its own (fixtures of any scope write the traced ONNX graphs of runs
+    there, not into the user's cache); yields the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        users = os.environ.get("XLC_CACHE")
+        patch.setenv("XLC_CACHE", str(tmp_path_factory.mktemp("xlc-cache-session")))
+        yield users
+
+
+@pytest.fixture(autouse=True)
+def own_cache(request: pytest.FixtureRequest, users_cache: str | None, tmp_path_factory: pytest.TempPathFactory,
+              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own $XLC_CACHE, so that no test sees the graphs another traced; the slow tests of the
+    real default model use the user's, where it is converted once."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("XLC_CACHE", str(tmp_path_factory.mktemp("xlc-cache")))
+    elif users_cache is None:
+        monkeypatch.delenv("XLC_CACHE")
+    else:
+        monkeypatch.setenv("XLC_CACHE", users_cache)
 
 
 @pytest.fixture(scope="session")

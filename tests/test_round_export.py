@@ -55,6 +55,32 @@ def test_a_later_round_writes_the_files_a_full_export_writes_without_tracing(tin
     assert agrees_with_pytorch(fast, clf)
 
 
+def test_a_runs_round_0_uses_the_graph_an_earlier_run_traced(tiny_model, tmp_path, traces):
+    first = tmp_path / "run-a" / "round-00"
+    onnx.export(trained(tiny_model), first, reuse=[])  # traced, and kept in $XLC_CACHE
+    (kept,) = onnx.cached_graphs(json.loads((first / WEIGHTS_MAP).read_text())["graph"])
+    assert os.stat(kept / ONNX_FILE).st_ino == os.stat(first / ONNX_FILE).st_ino  # a hard link: no extra disk
+    clf = model.from_base(str(tiny_model), ("neg", "neu", "pos"))  # other class names: the same graph
+    nudge(clf, 1)
+    later = tmp_path / "run-b" / "round-00"
+    onnx.export(clf, later, reuse=[])
+    assert len(traces) == 1  # only the first run traced
+    assert json.loads((later / "config.json").read_text())["id2label"] == {"0": "neg", "1": "neu", "2": "pos"}
+    assert agrees_with_pytorch(later, clf)
+    assert onnx.cached_graphs(json.loads((later / WEIGHTS_MAP).read_text())["graph"]) == [kept]
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_trace(tiny_model, tmp_path, traces, monkeypatch):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("the user's file\n")
+    monkeypatch.setenv("XLC_CACHE", str(blocked))
+    for run in ("run-a", "run-b"):
+        onnx.export(trained(tiny_model), tmp_path / run / "round-00", reuse=[])
+    assert len(traces) == 2
+    assert blocked.read_text() == "the user's file\n"
+    assert agrees_with_pytorch(tmp_path / "run-b" / "round-00", trained(tiny_model))
+
+
 def test_a_model_with_weights_of_equal_values_gets_no_map_and_is_exported_in_full(tiny_model, tmp_path, traces):
     """A fresh model's LayerNorm weights are all ones: the exporter may merge them, so values cannot tell
     which tensor is which weight, and a later round's graph may differ."""
@@ -72,7 +98,7 @@ def test_a_trained_word_embedding_table_is_exported_in_full(tiny_model, first_ro
     nudge(clf, 1, table=True)
     onnx.export(clf, tmp_path / "round-01", reuse=[first_round])
     assert len(traces) == 1
-    assert os.stat(tmp_path / "round-01" / ONNX_FILE).st_nlink == 1  # its own graph and table
+    assert os.stat(tmp_path / "round-01" / ONNX_FILE).st_ino != os.stat(first_round / ONNX_FILE).st_ino  # its own
     assert agrees_with_pytorch(tmp_path / "round-01", clf)
 
 

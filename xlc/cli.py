@@ -56,7 +56,8 @@ def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
 ENVIRONMENT = """\b
 Environment variables:
   XLC_DEVICE   where training runs: auto (CUDA when torch sees a GPU), cpu or cuda
-  XLC_CACHE    where the default model is converted to (default ~/.cache/xlc)
+  XLC_CACHE    where the default model is converted to and traced ONNX graphs are kept (default
+               ~/.cache/xlc)
   XLC_PLUGINS  which selector plugins load: unset all, "none", or names (a,b)"""
 
 

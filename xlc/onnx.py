@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     written as README.md.
     `reuse` (a run's rounds): earlier ONNX folders to share the word-embedding table with (`split`);
     where one of them holds a weights map (`WEIGHTS_MAP`), the model is not traced again (`rewrite`).
+    The graphs of earlier runs (`cached_graphs`) come after them, so that a run's round 0 is not
+    traced either once a run of the same encoder has been.
     """
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
@@ -68,15 +71,18 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     for key, value in (onnx_config.values_override or {}).items():  # as Optimum's exporter sets them (use_cache):
         setattr(config, key, value)  # the same graph stamp and config.json whether traced or not (`rewrite`)
     clf.model.eval()
+    stamp = graph_stamp(clf, opset)
+    earlier = None if reuse is None else [*reuse, *cached_graphs(stamp)]
     with atomic_dir(out, kind, "--out" if kind == "export" else "", overwrite) as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
-        if not (reuse and rewrite(clf, tmp, reuse, opset)):
+        if not (earlier and rewrite(clf, tmp, earlier, opset)):
             onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=opset)
-            if reuse is not None:
-                layout = split(tmp, table_name(clf.model), reuse, model_weights(clf))
+            if earlier is not None:
+                layout = split(tmp, table_name(clf.model), earlier, model_weights(clf))
                 if layout is not None:
-                    _write_map(tmp, {**layout, "graph": graph_stamp(clf, opset)})
+                    _write_map(tmp, {**layout, "graph": stamp})
+                    remember_graph(tmp, stamp)
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         save_tokenizer(clf.tokenizer, tmp)
@@ -168,14 +174,17 @@ def model_weights(clf: Classifier) -> dict[str, np.ndarray]:
 
 def graph_stamp(clf: Classifier, opset: int) -> str:
     """A digest of what the traced graph depends on besides the weights: the model's config (but for
-    the names it is saved under), its attention kernels, the opset and the exporting packages' versions."""
+    the names it is saved under and the class names), its attention kernels, the opset and the exporting
+    packages' versions."""
     from importlib.metadata import version
 
     from xlc import __version__
 
     config = {k: v for k, v in clf.model.config.to_dict().items()
-              if k not in ("_name_or_path", "architectures", "auto_map", "transformers_version")}
-    facts = {"config": config, "attention": getattr(clf.model.config, "_attn_implementation", None),
+              if k not in ("_name_or_path", "architectures", "auto_map", "transformers_version", "id2label",
+                           "label2id")}  # the class names are in config.json, not in the graph; their number is
+    facts = {"config": config, "labels": clf.model.config.num_labels,
+             "attention": getattr(clf.model.config, "_attn_implementation", None),
              "opset": opset, "xlc": __version__,
              "packages": {name: version(name) for name in ("torch", "transformers", "optimum", "onnx")}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
@@ -223,6 +232,54 @@ def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], opset: int) ->
             (folder / name).unlink(missing_ok=True)
         return False
     return False
+
+
+GRAPHS = "onnx-graphs"
+"""Under the cache folder ($XLC_CACHE): traced graphs with their tables and weights maps, by graph stamp."""
+
+
+def graph_cache() -> Path:
+    from xlc.default_model import cache_dir
+
+    return cache_dir() / GRAPHS
+
+
+def cached_graphs(stamp: str) -> list[Path]:
+    """The folders an earlier run's traced export left for graphs of `stamp` (`remember_graph`), one per
+    word-embedding table; `rewrite` checks that a folder's table is the model's before using it."""
+    try:
+        return sorted(p for p in (graph_cache() / stamp).iterdir() if (p / WEIGHTS_MAP).is_file())
+    except OSError:
+        return []
+
+
+def remember_graph(folder: Path, stamp: str) -> None:
+    """Keep `folder`'s graph, table and weights map (a traced export, `split`) in the cache for later
+    runs: hard links, so no extra disk while the run folder exists (a copy across file systems).
+    Published with one rename, never replacing an entry: a second run that traced the same graph at the
+    same time keeps the first one's. A cache that cannot be written only costs later runs the trace."""
+    layout = _read_map(folder)
+    if layout is None:
+        return
+    spot = layout["table"]
+    try:
+        with open(folder / ONNX_FILE, "rb") as handle:
+            handle.seek(spot["offset"])
+            digest = hashlib.sha256(handle.read(spot["length"])).hexdigest()[:16]
+        entry = graph_cache() / stamp / digest
+        if (entry / WEIGHTS_MAP).is_file():
+            return
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=entry.parent))  # this process's own
+        for name in (ONNX_FILE, WEIGHTS_GRAPH, WEIGHTS_MAP):
+            files.link_or_copy(folder / name, tmp / name)
+        try:
+            tmp.rename(entry)
+        except OSError:  # published meanwhile by another run
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        log.debug("%s: cannot keep the traced graph there (%s); later runs trace their round 0", graph_cache(),
+                  exc.strerror or exc)
 
 
 def _sources(proto: Any, tensors: Iterable[Any], found: Mapping[str, np.ndarray]) -> dict[str, tuple[str, bool]] | None:
