@@ -19,8 +19,8 @@ first does (`xlc.onnx.cached_graphs`).
 Targets (#17): a round's export (ONNX export and opening its session) takes at most 5 s; scoring the pool
 takes less than 15% of its round.
 
-Slow: with the default model one cycle of --rounds 1 takes about 50 minutes on 2 cores (round 0 of the
-default demo trains for ~22 of them). The run folders (~1 GB each) go into a temporary folder, removed at
+Slow: with the default model one cycle of --rounds 1 takes about 12 minutes on 2 quiet cores (training
+is ~85% of it). The run folders (~1 GB each) go into a temporary folder, removed at
 the end, unless --work names one to keep them in.
 Writes OUT.json and OUT.md (--out, default benchmarks/results/round_split).
 """
