@@ -76,13 +76,14 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     with atomic_dir(out, kind, "--out" if kind == "export" else "", overwrite) as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
-        if not (earlier and rewrite(clf, tmp, earlier, opset)):
+        if not (earlier and rewrite(clf, tmp, earlier, stamp)):
             onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=opset)
             if earlier is not None:
-                layout = split(tmp, table_name(clf.model), earlier, model_weights(clf))
+                weights, table = model_weights(clf), table_name(clf.model)
+                layout = split(tmp, table, earlier, weights)
                 if layout is not None:
                     _write_map(tmp, {**layout, "graph": stamp})
-                    remember_graph(tmp, stamp)
+                    remember_graph(tmp, stamp, _bytes(weights[table]))
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         save_tokenizer(clf.tokenizer, tmp)
@@ -190,12 +191,12 @@ def graph_stamp(clf: Classifier, opset: int) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], opset: int) -> bool:
+def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], stamp: str) -> bool:
     """Write `clf`'s ONNX model into `folder` without tracing it: an earlier round's model.onnx (the
     graph and the word-embedding table, hard-linked) and this round's weights in model.onnx_data at
     the places its weights map names, which is what a full export would write. True when done.
 
-    Only with an earlier folder in `reuse` whose map was made for the same graph (`graph_stamp`) and
+    Only with an earlier folder in `reuse` whose map was made for the same graph (`stamp`, `graph_stamp`) and
     whose model.onnx holds `clf`'s table (a trained table differs: exported in full), and only when
     the written model (its graph, `WEIGHTS_GRAPH`, on the folder's model.onnx table and model.onnx_data)
     scores `GUARD_TEXTS` as the PyTorch model does; otherwise `folder` is left without ONNX files and
@@ -203,7 +204,7 @@ def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], opset: int) ->
     """
     from xlc.model import table_name
 
-    stamp, found, table = graph_stamp(clf, opset), model_weights(clf), table_name(clf.model)
+    found, table = model_weights(clf), table_name(clf.model)
     for earlier in reuse:
         layout = _read_map(earlier)
         if layout is None or layout.get("graph") != stamp or not _fits(layout, found, table) \
@@ -253,33 +254,30 @@ def cached_graphs(stamp: str) -> list[Path]:
         return []
 
 
-def remember_graph(folder: Path, stamp: str) -> None:
-    """Keep `folder`'s graph, table and weights map (a traced export, `split`) in the cache for later
-    runs: hard links, so no extra disk while the run folder exists (a copy across file systems).
-    Published with one rename, never replacing an entry: a second run that traced the same graph at the
-    same time keeps the first one's. A cache that cannot be written only costs later runs the trace."""
-    layout = _read_map(folder)
-    if layout is None:
-        return
-    spot = layout["table"]
+def remember_graph(folder: Path, stamp: str, table: memoryview) -> None:
+    """Keep `folder`'s graph, table (whose bytes `table` holds) and weights map, a traced export with its
+    map (`split`), in the cache for later runs: hard links, so no extra disk while the run folder exists
+    (a copy across file systems). Published with one rename, never replacing an entry: a second run that
+    traced the same graph at the same time keeps the first one's. A cache that cannot be written only
+    costs later runs the trace."""
+    digest = hashlib.sha256(table).hexdigest()[:16]
+    entry = graph_cache() / stamp / digest
+    tmp = None
     try:
-        with open(folder / ONNX_FILE, "rb") as handle:
-            handle.seek(spot["offset"])
-            digest = hashlib.sha256(handle.read(spot["length"])).hexdigest()[:16]
-        entry = graph_cache() / stamp / digest
         if (entry / WEIGHTS_MAP).is_file():
             return
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=entry.parent))  # this process's own
         for name in (ONNX_FILE, WEIGHTS_GRAPH, WEIGHTS_MAP):
             files.link_or_copy(folder / name, tmp / name)
-        try:
-            tmp.rename(entry)
-        except OSError:  # published meanwhile by another run
-            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.rename(entry)  # fails where another run published it meanwhile
+        tmp = None
     except OSError as exc:
         log.debug("%s: cannot keep the traced graph there (%s); later runs trace their round 0", graph_cache(),
                   exc.strerror or exc)
+    finally:
+        if tmp is not None:  # not published: only this process's own temp folder goes
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _sources(proto: Any, tensors: Iterable[Any], found: Mapping[str, np.ndarray]) -> dict[str, tuple[str, bool]] | None:
