@@ -53,10 +53,11 @@ def variant_name(workers: int | None, ray: bool) -> str:
     return f"ray, {workers or 'default'} actor(s)"
 
 
-def run(model_dir: Path, pool: Path, work: Path, max_length: int, ray: bool, workers: int | None
+def run(model_dir: Path, pool: Path, scratch: Path, max_length: int, ray: bool, workers: int | None
         ) -> tuple[float, pl.DataFrame]:
-    """Score `pool` once; the seconds (for Ray: starting the local Ray instance included) and the output."""
-    job = ScoreJob(model_dir, pool, work / ("ray" if ray else "local.parquet"), max_length=max_length)
+    """Score `pool` once into `scratch` (this script's own temp folder, where the previous output of the
+    same engine is replaced); the seconds (for Ray: starting the local Ray instance included) and the output."""
+    job = ScoreJob(model_dir, pool, scratch / ("ray" if ray else "local.parquet"), max_length=max_length)
     if ray:
         shutil.rmtree(job.output, ignore_errors=True)
     else:
@@ -108,7 +109,8 @@ def main() -> None:
                         help="Ray actor counts to try besides the default (repeatable).")
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--work-dir", type=Path, help="Input and outputs go here.  [default: a temp dir]")
+    parser.add_argument("--work-dir", type=Path, help="The model and pool are kept here for later runs, the outputs "
+                        "in a temp folder inside, removed at the end.  [default: a temp dir]")
     parser.add_argument("--out", type=Path, default=OUT, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
 
@@ -125,28 +127,32 @@ def main() -> None:
         texts.sample(args.rows, with_replacement=True, seed=0).to_frame("text").write_parquet(pool)
     chars = pl.scan_parquet(pool).select(pl.col("text").str.len_chars().mean()).collect().item()
 
-    warm = work / "warm-up"  # not timed: the process's first scoring pays for imports and lazy setup
-    warm.mkdir(exist_ok=True)
-    pl.read_parquet(pool).head(1000).write_parquet(warm / "pool.parquet")
-    run(model_dir, warm / "pool.parquet", warm, args.max_length, False, None)
-    variants = [(False, None), (True, None), *((True, w) for w in args.workers)]
-    cycles = []
-    for cycle in range(args.cycles):
-        record: dict = {"seconds": {}, "load_average": {}, "same_labels": {}}
-        outputs = {}
-        for ray, workers in (variants if cycle % 2 == 0 else variants[::-1]):
-            name = variant_name(workers, ray)
-            record["load_average"][name] = round(os.getloadavg()[0], 2)
-            seconds, outputs[name] = run(model_dir, pool, work, args.max_length, ray, workers)
-            record["seconds"][name] = round(seconds, 2)
-            print(f"cycle {cycle} {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
-        local = outputs["local"]
-        for name, scored in outputs.items():
-            if name != "local":
-                record["same_labels"][name] = scored["id"].equals(local["id"]) and scored["label"].equals(
-                    local["label"])
-        record["seconds"] = {variant_name(w, r): record["seconds"][variant_name(w, r)] for r, w in variants}
-        cycles.append(record)
+    scratch = Path(tempfile.mkdtemp(prefix="outputs-", dir=work))  # ours: the only folder outputs are removed from
+    try:
+        warm = scratch / "warm-up"  # not timed: the process's first scoring pays for imports and lazy setup
+        warm.mkdir()
+        pl.read_parquet(pool).head(1000).write_parquet(warm / "pool.parquet")
+        run(model_dir, warm / "pool.parquet", warm, args.max_length, False, None)
+        variants = [(False, None), (True, None), *((True, w) for w in args.workers)]
+        cycles = []
+        for cycle in range(args.cycles):
+            record: dict = {"seconds": {}, "load_average": {}, "same_labels": {}}
+            outputs = {}
+            for ray, workers in (variants if cycle % 2 == 0 else variants[::-1]):
+                name = variant_name(workers, ray)
+                record["load_average"][name] = round(os.getloadavg()[0], 2)
+                seconds, outputs[name] = run(model_dir, pool, scratch, args.max_length, ray, workers)
+                record["seconds"][name] = round(seconds, 2)
+                print(f"cycle {cycle} {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+            local = outputs["local"]
+            for name, scored in outputs.items():
+                if name != "local":
+                    record["same_labels"][name] = scored["id"].equals(local["id"]) and scored["label"].equals(
+                        local["label"])
+            record["seconds"] = {variant_name(w, r): record["seconds"][variant_name(w, r)] for r, w in variants}
+            cycles.append(record)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     result = {"command": shlex.join(["python", "benchmarks/ray_vs_local.py", *sys.argv[1:]]),
               "date": date.today().isoformat(), "machine": machine(),
