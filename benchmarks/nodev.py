@@ -350,35 +350,36 @@ def headline_bbse(result: dict) -> list[str]:
     return lines
 
 
+SECTIONS = (
+    ("default - control", "The default against the same-compute control",
+     "*default*: what `xlc selftrain` delivers without --dev: `balanced`, the uniform average of the weights of its "
+     "rounds 1..R (balanced-avg; the last round, where the run has no averages). *control*: the same rounds on "
+     "English alone (warm start, each round as many optimiser steps as the default's), delivered the same way. "
+     "Test accuracy and macro-F1 (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% "
+     "interval; pseudo prec.: the share of correct pseudo-labels over all rounds.", headline),
+    ("balanced-avg - control-avg", "Weight averaging over rounds",
+     "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test accuracy (%), "
+     "mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.", headline_average),
+    ("bbse - control", "The class split by black-box shift estimation (bbse)",
+     "*bbse*: balanced's rounds, but the Kt x classes texts of a round are split across the predicted classes by "
+     "the pool's class shares as black-box shift estimation finds them (the round's confusion matrix on the "
+     "held-out English dev set inverts the pool's predicted shares). Test accuracy (%), mean of the seeds; "
+     "*bbse-avg*: its rounds' weights averaged; differences: paired bootstrap, seeds pooled, 95% interval; "
+     "pseudo prec.: the share of correct pseudo-labels over all rounds and seeds.", headline_bbse),
+)
+"""The summary sections of the Markdown: the comparison that marks a data set as having one, the title,
+what the table shows, and the table."""
+
+
 def markdown(result: dict) -> str:
     lines = ["# Model selection without target labels", "",
              f"- command: `{result['command']}`", f"- settings: {json.dumps(result['settings'])}",
              f"- wall time: {result['minutes']:.1f} min on {result['machine']}", "",
              "Target test accuracy (%) of the round each rule delivers, mean over seeds (rounds chosen per "
              "seed in brackets); paired bootstrap difference to round 0 in points, 95% interval.", ""]
-    if any("default - control" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
-        lines += ["## The default against the same-compute control", "",
-                  "*default*: what `xlc selftrain` delivers without --dev: `balanced`, the uniform average of "
-                  "the weights of its rounds 1..R (balanced-avg; the last round, where the run has no averages). "
-                  "*control*: the same rounds on English alone (warm start, each round as many optimiser steps as "
-                  "the default's), delivered the same way. Test accuracy and macro-F1 (%), mean of the seeds; "
-                  "differences: paired bootstrap, seeds pooled, 95% interval; pseudo prec.: the share of correct "
-                  "pseudo-labels over all rounds.",
-                  "", *headline(result), ""]
-    if any("balanced-avg - control-avg" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
-        lines += ["## Weight averaging over rounds", "",
-                  "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test "
-                  "accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.",
-                  "", *headline_average(result), ""]
-    if any("bbse - control" in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
-        lines += ["## The class split by black-box shift estimation (bbse)", "",
-                  "*bbse*: balanced's rounds, but the Kt x classes texts of a round are split across the predicted "
-                  "classes by the pool's class shares as black-box shift estimation finds them (the round's "
-                  "confusion matrix on the held-out English dev set inverts the pool's predicted shares). Test "
-                  "accuracy (%), mean of the seeds; *bbse-avg*: its rounds' weights averaged; differences: paired "
-                  "bootstrap, seeds pooled, 95% interval; pseudo prec.: the share of correct pseudo-labels over "
-                  "all rounds and seeds.",
-                  "", *headline_bbse(result), ""]
+    for key, title, text, table in SECTIONS:  # each where some data set holds its comparison
+        if any(key in ds.get("bootstrap", {}) for ds in result["datasets"].values()):
+            lines += [f"## {title}", "", text, "", *table(result), ""]
     for name, ds in result["datasets"].items():
         lines += [f"## {name}", "", f"sizes: {ds['sizes']}", ""]
         for method, m in ds["methods"].items():
