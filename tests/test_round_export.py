@@ -123,3 +123,30 @@ def test_a_rewritten_model_that_scores_apart_from_pytorch_is_exported_in_full(ti
 def test_xlc_export_traces_and_writes_no_weights_map(tiny_model, first_round, tmp_path, traces):
     onnx.export(trained(tiny_model), tmp_path / "exported", kind="export")
     assert len(traces) == 1 and not (tmp_path / "exported" / WEIGHTS_MAP).exists()
+
+
+def test_a_rounds_scorer_opens_its_weights_graph_and_scores_exactly_as_model_onnx(tiny_model, first_round, tmp_path):
+    """The graph reads the table as external data (fast to open); the session is the same model."""
+    from xlc.scoring import Scorer
+
+    clf = trained(tiny_model)
+    nudge(clf, 1)
+    onnx.export(clf, tmp_path / "round-01", reuse=[first_round])
+    for folder in (first_round, tmp_path / "round-01"):  # traced; rewritten
+        fast = Scorer.open(folder, graph=True)
+        assert fast.session._model_path == str(folder / WEIGHTS_GRAPH)  # ORT keeps the path it opened
+        np.testing.assert_array_equal(fast.probabilities(TEXTS, max_length=32),
+                                      Scorer.open(folder).probabilities(TEXTS, max_length=32))
+
+
+def test_without_a_usable_weights_graph_the_scorer_opens_model_onnx(tiny_model, first_round, tmp_path):
+    from xlc.scoring import Scorer
+
+    onnx.export(trained(tiny_model), tmp_path / "exported", kind="export")  # `xlc export`: no weights graph
+    broken = tmp_path / "broken"
+    shutil.copytree(first_round, broken)
+    (broken / WEIGHTS_GRAPH).write_bytes(b"not a graph")
+    for folder in (tmp_path / "exported", broken):
+        scorer = Scorer.open(folder, graph=True)
+        assert scorer.session._model_path == str(folder / ONNX_FILE)
+        assert scorer.probabilities(TEXTS, max_length=32).shape == (len(TEXTS), 3)

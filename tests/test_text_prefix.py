@@ -21,7 +21,7 @@ import pytest
 import xlc
 from xlc import data, default_model, model, modeldir, onnx
 from xlc.errors import XlcError
-from xlc.modeldir import PREFIX_FLAG, FastTokenizer, build_in_prefix
+from xlc.modeldir import PREFIX_FLAG, FastTokenizer
 from xlc.scoring import Scorer
 
 PREFIX = "query: "
@@ -53,8 +53,7 @@ def test_a_tokenizer_with_the_prefix_built_in_gives_the_ids_of_the_prefixed_text
     from transformers import AutoTokenizer
 
     plain = tokenizer()
-    plain.save_pretrained(tmp_path)
-    assert build_in_prefix(tmp_path, prefix)
+    assert model.save_tokenizer(plain, tmp_path, prefix)  # `plain` itself stays as it was (checked below)
     built_in = AutoTokenizer.from_pretrained(tmp_path)
     assert built_in(texts)["input_ids"] == plain([prefix + t for t in texts])["input_ids"]
     for length in LENGTHS:
@@ -67,8 +66,7 @@ def test_xlc_takes_the_built_in_prefix_out_and_reads_every_text_as_before(texts,
     """Special-token strings included: the tokenizers library splits them off before the prefix would be put
     before each part, so only xlc's own prefix gives the old ids for them."""
     plain = default_model.build_tokenizer()
-    plain.save_pretrained(tmp_path)
-    build_in_prefix(tmp_path, PREFIX)
+    model.save_tokenizer(plain, tmp_path, PREFIX)
     texts = [*texts, "a <s> b", "<mask> first", "last </s>"]
     want = plain([PREFIX + t for t in texts], truncation=True, max_length=32)["input_ids"]
     assert FastTokenizer(tmp_path, PREFIX).encode([PREFIX + t for t in texts], 32) == want
@@ -87,8 +85,8 @@ def test_a_tokenizer_without_a_normalizer_gets_the_prefix_and_loses_it_again(tmp
     trainer.save(str(tmp_path / "trained.json"))
     plain = RobertaTokenizerFast(tokenizer_file=str(tmp_path / "trained.json"))
     assert plain.backend_tokenizer.normalizer is None
-    plain.save_pretrained(tmp_path / "folder")
-    build_in_prefix(tmp_path / "folder", PREFIX)
+    model.save_tokenizer(plain, tmp_path / "folder", PREFIX)
+    assert plain.backend_tokenizer.normalizer is None
     want = plain([PREFIX + t for t in TRICKY], truncation=True, max_length=16)["input_ids"]
     assert AutoTokenizer.from_pretrained(tmp_path / "folder")(TRICKY, truncation=True, max_length=16)["input_ids"] \
         == want

@@ -85,8 +85,8 @@ class Classifier:
             self.model.save_pretrained(path)
         else:
             save_weights(self.model, path, reuse)
-        save_tokenizer(self.tokenizer, path)
-        modeldir.finish(path, self.classes, self.text_prefix, self.max_length)
+        built_in = save_tokenizer(self.tokenizer, path, self.text_prefix)
+        modeldir.write_meta(path, self.classes, self.text_prefix, self.max_length, built_in)
         remote_code(path)
 
 
@@ -304,12 +304,21 @@ def _load_error(path: Path, what: str, exc: BaseException) -> XlcError:
     return XlcError(f"{path}: cannot load the model's {what} ({reason}); {hint}")
 
 
-def save_tokenizer(tokenizer: Any, path: Path) -> None:
+def save_tokenizer(tokenizer: Any, path: Path, prefix: str = "") -> bool:
     """Save `tokenizer` without the truncation and padding its last call left in it: the saved
-    files depend on the tokenizer alone, not on what a shared one (`load_tokenizer`) was used for."""
-    tokenizer.backend_tokenizer.no_truncation()
-    tokenizer.backend_tokenizer.no_padding()
-    tokenizer.save_pretrained(path)
+    files depend on the tokenizer alone, not on what a shared one (`load_tokenizer`) was used for.
+    `prefix`: the text prefix, built into the saved tokenizer.json (`modeldir.prefix_built_in`; the
+    tokenizer in memory is as before afterwards). True when it is built in (False: no prefix, or
+    no tokenizer.json written)."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    if not prefix:
+        tokenizer.save_pretrained(path)
+        return False
+    with modeldir.prefix_built_in(backend, prefix):
+        tokenizer.save_pretrained(path)
+    return (path / modeldir.TOKENIZER_FILE).is_file()
 
 
 def load_tokenizer(path: Path, built_in: str = ""):

@@ -32,10 +32,11 @@ class Scorer:
 
     @classmethod
     def open(cls, model_dir: Path, threads: int | None = None, provider: str = "cpu",
-             int8: bool = False) -> Scorer:
+             int8: bool = False, graph: bool = False) -> Scorer:
+        """The folder's model and tokenizer. `graph`: through its weights graph (`onnx.session`; a run's rounds)."""
         model_dir = Path(model_dir)
         meta = read_meta(model_dir)
-        session = onnx.session(model_dir, threads=threads, provider=provider, int8=int8)
+        session = onnx.session(model_dir, threads=threads, provider=provider, int8=int8, graph=graph)
         width = session.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(meta["classes"]):
             raise XlcError(f"{model_dir}: the model outputs {width} scores per text but {META_FILE} names "
