@@ -145,14 +145,16 @@ def private_cache(work: Path) -> Path:
 
 
 def summary(cycles: list[dict]) -> list[dict]:
-    """Per round number, over the cycles: the median seconds and share of each phase, and whether every
-    cycle met the targets."""
+    """Per round number (round 0 apart for a cold and a warm graph cache), over the cycles: the median
+    seconds and share of each phase, and whether every cycle met the targets."""
     out = []
-    for number in sorted({r["round"] for c in cycles for r in c["rounds"]}):
-        rounds = [r for c in cycles for r in c["rounds"] if r["round"] == number]
+    kind = lambda c, r: c.get("graph_cache", "-") if r["round"] == 0 else "-"  # noqa: E731
+    for number, cache in sorted({(r["round"], kind(c, r)) for c in cycles for r in c["rounds"]}):
+        rounds = [r for c in cycles for r in c["rounds"] if r["round"] == number and kind(c, r) == cache]
         phases = [p for p in PHASES if p in rounds[0]["seconds"]]
         checks = {k: [r[k] for r in rounds if r[k] is not None] for k in ("export_ok", "score_ok")}
-        out.append({"round": number, "wall_seconds": float(np.median([r["wall_seconds"] for r in rounds])),
+        out.append({"round": number, "graph_cache": cache, "cycles": len(rounds),
+                    "wall_seconds": float(np.median([r["wall_seconds"] for r in rounds])),
                     "seconds": {p: float(np.median([r["seconds"][p] for r in rounds])) for p in phases},
                     "share": {p: float(np.median([r["share"][p] for r in rounds])) for p in phases},
                     "other_seconds": float(np.median([r["other_seconds"] for r in rounds])),
@@ -179,11 +181,12 @@ def markdown(r: dict) -> str:
                                            for i, c in enumerate(r["cycles"]))
              + " (cold: round 0 traces its export; warm: it writes its weights into the graph a run traced)", "",
              "Seconds (share of the round's wall time); the median over the cycles:", "",
-             "| round | wall s | " + " | ".join(PHASES) + " | other | export <= 5 s | score < 15% |",
-             "|---:|---:|" + "---:|" * len(PHASES) + "---:|---|---|"]
+             "| round | graph cache | cycles | wall s | " + " | ".join(PHASES) + " | other | export <= 5 s | "
+             "score < 15% |", "|---:|---|---:|---:|" + "---:|" * len(PHASES) + "---:|---|---|"]
     for s in r["summary"]:
         cells = [f"{s['seconds'][p]:.1f} ({s['share'][p]:.1%})" if p in s["seconds"] else "-" for p in PHASES]
-        lines.append(f"| {s['round']} | {s['wall_seconds']:.1f} | " + " | ".join(cells)
+        lines.append(f"| {s['round']} | {s.get('graph_cache', '-')} | {s.get('cycles', '-')} | "
+                     f"{s['wall_seconds']:.1f} | " + " | ".join(cells)
                      + f" | {s['other_seconds']:.1f} | {check(s['export_ok'])} | {check(s['score_ok'])} |")
     if len(r["cycles"]) > 1:
         lines += ["", "Each cycle:", "", "| cycle | graph cache | round | labeled | pool | wall s | "

@@ -104,7 +104,10 @@ def test_round_split_shares_and_targets(tmp_path):
     assert (rounds[1]["export_ok"], rounds[1]["score_ok"]) == (False, None)
     summary = round_split.summary([{"rounds": rounds}])
     assert summary[1]["seconds"] == {"train": 12.0, "export": 6.0, "evaluate": 1.0}
-    assert "| 1 | 20.0 |" in round_split.markdown({
+    assert "| 1 | - | 1 | 20.0 |" in round_split.markdown({
         "command": "c", "date": "d", "machine": {"cpu": "x", "cores": 2, "memory_gib": 1}, "versions": {},
         "cycles": [{"wall_seconds": 40.0, "outside_rounds_seconds": 1.5, "load_average_before": 0.0,
                     "load_average_after": 0.0, "rounds": rounds}], "summary": summary})
+    # round 0 apart for a cold and a warm graph cache (the first run traces); later rounds over every cycle
+    both = round_split.summary([{"graph_cache": "cold", "rounds": rounds}, {"graph_cache": "warm", "rounds": rounds}])
+    assert [(s["round"], s["graph_cache"], s["cycles"]) for s in both] == [(0, "cold", 1), (0, "warm", 1), (1, "-", 2)]
