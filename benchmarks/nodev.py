@@ -12,7 +12,9 @@ target dev accuracy, and label-free pool signals (share of pool labels changed s
 round, mean confidence, distance of the predicted class shares from the English ones).
 `--methods` adds the same-compute control (the same warm-started rounds on English alone, each
 as many optimiser steps as the default's), bbse (balanced's rounds with each round's texts split
-across classes by the pool's class shares from black-box shift estimation on the English dev set)
+across classes by the pool's class shares from black-box shift estimation on the English dev set),
+noisy (balanced's rounds with Noisy Student's input noise: while training, each pseudo-labeled
+text hides a random `--noise` share of its tokens from the trained layers, anew in every batch)
 and weight averaging (each method's rounds 1..k with their weights averaged into one model).
 `--merge` combines results files of the same settings (other methods or seeds) into one.
 Each data set's `bootstrap["default - control"]` compares what `xlc selftrain` delivers without `--dev`
@@ -60,6 +62,27 @@ RULES = ("round0", "fixed", "english-dev", "stable", "target-dev", "oracle")
 """`fixed` stands for one rule per number of rounds, fixed-1 ... fixed-R (see `rules`)."""
 
 
+class NoisyLower(model.LowerLayers):
+    """Cached lower-layer features whose training batches hide a random share (`rate`) of the tokens of
+    each text in `noisy` from the trained top layers (attention and pooling): Noisy Student's input noise
+    for a student that trains on cached features. Scoring (the model in eval mode) sees every token."""
+
+    def __init__(self, lower: model.LowerLayers, rate: float) -> None:
+        super().__init__(lower.clf, lower.layers, lower.max_length, lower.batch_size)
+        self.features, self.rate = lower.features, rate
+        self.noisy: set[str] = set()
+        self.generator = torch.Generator()
+
+    def batch(self, texts):
+        hidden, mask = super().batch(texts)
+        rows = [i for i, t in enumerate(texts) if t in self.noisy]
+        if rows and self.clf.model.training:
+            drop = torch.rand((len(rows), mask.shape[1]), generator=self.generator) < self.rate
+            drop[:, 0] = False  # the first token stays: no text is left empty
+            mask[rows] = mask[rows] * ~drop
+        return hidden, mask
+
+
 class NoDevScreen(Screen):
     """A method screen whose epochs are chosen on an English dev split held out from the training set."""
 
@@ -69,6 +92,8 @@ class NoDevScreen(Screen):
         super().__init__(spec, args)
         train, endev = data_mod.split_dev(self.parts["train"], args.dev_share, seed=0)
         self.parts["train"], self.parts["endev"] = train, endev
+        if self.lower is not None:
+            self.lower = NoisyLower(self.lower, args.noise)
 
     def observe(self, clf: model.Classifier, steps: int) -> dict:
         """What a round leaves: test predictions, both dev accuracies, the pool's probabilities."""
@@ -76,10 +101,11 @@ class NoDevScreen(Screen):
         return {"steps": steps, "test_pred": self.probs(clf, "test").argmax(1).tolist(),
                 "endev_accuracy": acc["endev"], "dev_accuracy": acc["dev"], "pool_probs": self.probs(clf, "pool")}
 
-    def self_train(self, clf: model.Classifier, start: dict, first: dict, pick, seed: int):
+    def self_train(self, clf: model.Classifier, start: dict, first: dict, pick, seed: int, noisy: bool = False):
         """`--rounds` warm-started rounds from round 0: `pick(probs, remaining, clf)` chooses the pool texts
-        that join the labeled set with their predicted labels. Returns each round's record, the pool still
-        unlabeled before each round's scoring, the weights each round changed, and each round's steps."""
+        that join the labeled set with their predicted labels (`noisy`: trained with input noise, `NoisyLower`).
+        Returns each round's record, the pool still unlabeled before each round's scoring, the weights each
+        round changed, and each round's steps."""
         en = self.parts["train"]
         labeled_t, labeled_y = en["text"].to_list(), list(self.y("train"))
         pool_texts = self.parts["pool"]["text"].to_list()
@@ -91,7 +117,16 @@ class NoDevScreen(Screen):
             remaining[chosen] = False
             labeled_t += [pool_texts[i] for i in chosen]
             labeled_y += [int(probs[i].argmax()) for i in chosen]
-            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, self.args.epochs)
+            if noisy:
+                if not isinstance(self.lower, NoisyLower):
+                    raise SystemExit("--methods noisy: needs --train-layers (input noise on cached features)")
+                self.lower.noisy = set(labeled_t[len(en):])
+                self.lower.generator.manual_seed(seed + rnd)
+            try:
+                res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, self.args.epochs)
+            finally:
+                if isinstance(self.lower, NoisyLower):
+                    self.lower.noisy = set()
             steps.append(res.steps)
             states.append(_changed(clf, start))
             rounds.append(self.observe(clf, rounds[-1]["steps"] + res.steps))
@@ -119,10 +154,13 @@ class NoDevScreen(Screen):
             picks["bbse"] = lambda probs, remaining, clf: by_shares(
                 probs, remaining, self.spec.kt * len(self.classes),
                 bbse_shares(self.probs(clf, "endev"), self.y("endev"), probs[remaining]))
+        if "noisy" in methods:
+            picks["noisy"] = picks["balanced"]
         for name, pick in picks.items():
             clf = teacher if name == "balanced" else self.fresh()
             clf.model.load_state_dict(start)
-            runs[name], pools[name], states[name], steps = self.self_train(clf, start, first, pick, seed)
+            runs[name], pools[name], states[name], steps = self.self_train(clf, start, first, pick, seed,
+                                                                           noisy=name == "noisy")
             if name == "balanced":
                 round_steps, kept = steps, clf
         clf = kept
@@ -137,7 +175,7 @@ class NoDevScreen(Screen):
                 runs["control"].append(self.observe(clf, runs["control"][-1]["steps"] + res.steps))
             pools["control"] = [pools["balanced"][0]] * len(runs["control"])
         if "average" in methods:
-            for name in [m for m in ("balanced", "bbse", "control") if m in runs]:
+            for name in [m for m in ("balanced", "bbse", "noisy", "control") if m in runs]:
                 runs[f"{name}-avg"], pools[f"{name}-avg"] = self.averaged(clf, states[name], runs[name]), pools[name]
         if "soft" in methods:
             student = self.fresh()
@@ -273,6 +311,11 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
             if "bbse-avg" in picks and "control-avg" in picks:
                 out["bootstrap"]["bbse-avg - control-avg"] = bootstrap(
                     gold, picks["bbse-avg"][last], picks["control-avg"][last])
+        if "noisy" in picks:
+            for a, b in (("noisy", "control"), ("noisy", "balanced"), ("noisy-avg", "control-avg"),
+                         ("noisy-avg", "balanced-avg")):
+                if a in picks and b in picks:
+                    out["bootstrap"][f"{a} - {b}"] = bootstrap(gold, picks[a][last], picks[b][last])
         out["bootstrap"]["control - round0"] = out["methods"][control]["bootstrap"][f"{last} - round0"]
     return out
 
@@ -350,6 +393,25 @@ def headline_bbse(result: dict) -> list[str]:
     return lines
 
 
+def headline_noisy(result: dict) -> list[str]:
+    """noisy (balanced with input noise for the student) against balanced and the control, per data set."""
+    last = f"fixed-{result['settings']['rounds']}"
+    lines = ["| data set | seeds | round 0 | control-avg | balanced-avg | noisy-avg | noisy-avg − control-avg | "
+             "noisy-avg − balanced-avg | noisy − control | noisy − balanced |", "|---" * 10 + "|"]
+    ci = lambda b: f"{b['diff']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}]" if b else "–"  # noqa: E731
+    for name, ds in result["datasets"].items():
+        if "noisy - control" not in ds.get("bootstrap", {}):
+            continue
+        m, b = ds["methods"], ds["bootstrap"]
+        acc = [f"{m[k]['rules'][last]['mean']:.1f}" if k in m else "–"
+               for k in ("control-avg", "balanced-avg", "noisy-avg")]
+        lines.append(f"| {name} | {len(m['noisy']['rounds'])} | {m['balanced']['rules']['round0']['mean']:.1f} | "
+                     + " | ".join(acc) + " | " + " | ".join(ci(b.get(k)) for k in (
+                         "noisy-avg - control-avg", "noisy-avg - balanced-avg", "noisy - control",
+                         "noisy - balanced")) + " |")
+    return lines
+
+
 SECTIONS = (
     ("default - control", "The default against the same-compute control",
      "*default*: what `xlc selftrain` delivers without --dev: `balanced`, the uniform average of the weights of its "
@@ -366,6 +428,12 @@ SECTIONS = (
      "held-out English dev set inverts the pool's predicted shares). Test accuracy (%), mean of the seeds; "
      "*bbse-avg*: its rounds' weights averaged; differences: paired bootstrap, seeds pooled, 95% interval; "
      "pseudo prec.: the share of correct pseudo-labels over all rounds and seeds.", headline_bbse),
+    ("noisy - control", "A noisy student (noisy)",
+     "*noisy*: balanced's rounds, but while a round trains, each pseudo-labeled text hides a random share "
+     "(`--noise`) of its tokens from the trained top layers, drawn anew in every batch (Noisy Student's input "
+     "noise on cached features; the English texts and all scoring see every token). *-avg*: rounds 1..3 "
+     "averaged. Test accuracy (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% "
+     "interval.", headline_noisy),
 )
 """The summary sections of the Markdown: the comparison that marks a data set as having one, the title,
 what the table shows, and the table."""
@@ -429,7 +497,8 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     args = argparse.Namespace(**vars(args) | {"rounds": int(stored["rounds"]), "pool": int(stored["pool"]),
                                               "dev_share": float(stored["dev_share"]),
                                               "stable": float(stored["stable"])})
-    keys = {k for r in found for k in r["settings"]} - {"methods", "out", "seeds", "sets", "merge"}
+    # --noise changes only the noisy method, whose rounds must reproduce wherever two runs hold them
+    keys = {k for r in found for k in r["settings"]} - {"methods", "out", "seeds", "sets", "merge", "noise"}
     differ = {k for k in keys if len({r["settings"].get(k) for r in found}) > 1}
     if differ:
         raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
@@ -466,7 +535,10 @@ def main() -> None:
                    "alone, as many steps), bbse (balanced's rounds with the per-class counts split by "
                    "the pool's class shares estimated by black-box shift estimation on the English dev set), average "
                    "(each method's rounds 1..k with their weights averaged: balanced-avg, control-avg, bbse-avg), "
+                   "noisy (balanced's rounds with input noise for the student, see --noise), "
                    "soft (one round of soft self-distillation)")
+    p.add_argument("--noise", type=float, default=0.3, help="--methods noisy: the share of a pseudo-labeled "
+                   "text's tokens hidden from the trained layers in each training batch")
     p.add_argument("--merge", nargs="+", type=Path, help="instead of running: merge these results files of "
                    "the same settings and seeds (e.g. runs of other --methods) into --out")
     args = p.parse_args()
