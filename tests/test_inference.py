@@ -150,6 +150,19 @@ def test_a_run_stores_its_max_length_in_every_model_folder_and_its_export(tiny_m
     assert np.allclose(xlc.load(exported).predict_proba(texts), explicit, atol=1e-6)
 
 
+def test_an_optimized_export_scores_as_the_plain_one(tiny_model, small_files, tmp_path):
+    out = tmp_path / "run"
+    xlc.selftrain(**small_files, model=str(tiny_model), out=out, epochs=1, max_length=TRAINED, max_rounds=0)
+    texts = pl.read_parquet(small_files["dev"])["text"].to_list()
+    found = {}
+    for name, options in (("plain", []), ("optimized", ["--optimize", "O2"])):
+        result = CliRunner().invoke(main, ["export", "--model", str(out), "--out", str(tmp_path / name), *options])
+        assert result.exit_code == 0, result.output
+        found[name] = Scorer.open(tmp_path / name).probabilities(texts)
+    assert sorted(p.name for p in (tmp_path / "optimized").glob("model.onnx*")) == ["model.onnx"]
+    assert np.allclose(found["optimized"], found["plain"], atol=1e-5)
+
+
 def test_a_damaged_stored_max_length_is_a_one_line_error(model_16, tmp_path):
     folder = _without_stored_length(model_16, tmp_path / "model")
     meta = json.loads((folder / "xlc.json").read_text())

@@ -150,3 +150,16 @@ def test_without_a_usable_weights_graph_the_scorer_opens_model_onnx(tiny_model, 
         scorer = Scorer.open(folder, graph=True)
         assert scorer.session._model_path == str(folder / ONNX_FILE)
         assert scorer.probabilities(TEXTS, max_length=32).shape == (len(TEXTS), 3)
+
+
+def test_optimizing_a_rounds_split_model_keeps_it_whole_and_drops_the_files_of_the_old_one(first_round, tmp_path):
+    from xlc.scoring import Scorer
+
+    folder = tmp_path / "round"
+    shutil.copytree(first_round, folder)
+    onnx.optimize(folder, "O1")  # the weights were split over model.onnx and model.onnx_data: now one file
+    assert not any((folder / name).exists() for name in (WEIGHTS_GRAPH, WEIGHTS_MAP, ONNX_DATA))
+    scorer = Scorer.open(folder, graph=True)
+    assert scorer.session._model_path == str(folder / ONNX_FILE)
+    np.testing.assert_allclose(scorer.probabilities(TEXTS, max_length=32),
+                               Scorer.open(first_round).probabilities(TEXTS, max_length=32), atol=1e-5)

@@ -397,7 +397,10 @@ def _drop_remote_code(config_file: Path) -> None:
 
 
 def optimize(model_dir: Path, level: str) -> None:
-    """Rewrite model.onnx with ONNX Runtime graph fusions (Optimum's O1/O2/O3 presets)."""
+    """Rewrite model.onnx with ONNX Runtime graph fusions (Optimum's O1/O2/O3 presets): one self-contained
+    file, or with its weights in model.onnx_data where they are too large for one protobuf. A weights
+    graph and map beside it (a run's round, `split`) go: they describe the model.onnx replaced."""
+    import onnx
     from optimum.onnxruntime import AutoOptimizationConfig, ORTOptimizer
 
     if level not in OPTIMIZE_LEVELS:
@@ -406,8 +409,16 @@ def optimize(model_dir: Path, level: str) -> None:
     scratch = model_dir.with_name(model_dir.name + "-optimized")
     with atomic_dir(scratch, "scratch") as tmp:
         optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
-        optimized = next(tmp.glob("*.onnx"))
-        files.commit(optimized, model_dir / ONNX_FILE)
+        proto = onnx.load(next(tmp.glob("*.onnx")))  # with any external data the optimizer wrote beside it
+        large = sum(t.ByteSize() for t in proto.graph.initializer) > MAX_INLINE
+        (tmp / "out").mkdir()
+        onnx.save_model(proto, tmp / "out" / ONNX_FILE, save_as_external_data=large, location=ONNX_DATA)
+        if large:
+            files.commit(tmp / "out" / ONNX_DATA, model_dir / ONNX_DATA)
+        files.commit(tmp / "out" / ONNX_FILE, model_dir / ONNX_FILE)
+    stale = [WEIGHTS_GRAPH, WEIGHTS_MAP, *([] if large else [ONNX_DATA])]  # of the model.onnx replaced
+    for name in stale:
+        (model_dir / name).unlink(missing_ok=True)
     if files.is_marked(scratch):
         shutil.rmtree(scratch)
 
