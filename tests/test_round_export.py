@@ -163,3 +163,44 @@ def test_optimizing_a_rounds_split_model_keeps_it_whole_and_drops_the_files_of_t
     assert scorer.session._model_path == str(folder / ONNX_FILE)
     np.testing.assert_allclose(scorer.probabilities(TEXTS, max_length=32),
                                Scorer.open(first_round).probabilities(TEXTS, max_length=32), atol=1e-5)
+
+
+@pytest.fixture
+def table_rows(monkeypatch) -> list[int]:
+    """The rows of the word-embedding table each call of Optimum's exporter traced, in order."""
+    import optimum.exporters.onnx as exporter
+
+    rows, real = [], exporter.export
+
+    def recorded(model, config, output, **kwargs):
+        rows.append(model.get_input_embeddings().weight.shape[0])
+        return real(model, config, output, **kwargs)
+
+    monkeypatch.setattr(exporter, "export", recorded)
+    return rows
+
+
+def test_a_run_traces_with_a_stand_in_table_and_writes_the_files_a_full_trace_writes(tiny_model, tmp_path,
+                                                                                    table_rows, monkeypatch):
+    clf = trained(tiny_model)
+    onnx.export(clf, tmp_path / "stand-in", reuse=[])
+    assert table_rows == [onnx.STAND_IN_ROWS]
+    monkeypatch.setattr(onnx, "trace_with_stand_in", lambda *args: False)
+    monkeypatch.setenv("XLC_CACHE", str(tmp_path / "another-cache"))  # no graph to write round 0 into
+    onnx.export(clf, tmp_path / "full", reuse=[])
+    assert table_rows[1] == clf.model.get_input_embeddings().weight.shape[0] > onnx.STAND_IN_ROWS
+    for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH, "config.json", "xlc.json"):
+        assert (tmp_path / "stand-in" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    assert clf.model.config.vocab_size == table_rows[1]  # the model is as it was
+    assert agrees_with_pytorch(tmp_path / "stand-in", clf)
+
+
+def test_a_stand_in_export_that_scores_apart_from_pytorch_is_traced_in_full(tiny_model, tmp_path, table_rows,
+                                                                           monkeypatch):
+    real = onnx.split
+    monkeypatch.setattr(onnx, "split", lambda *args, stand_in=False: real(*args))  # the stand-in table stays in
+    clf = trained(tiny_model)
+    onnx.export(clf, tmp_path / "round-00", reuse=[])
+    assert table_rows == [onnx.STAND_IN_ROWS, clf.model.get_input_embeddings().weight.shape[0]]
+    assert (tmp_path / "round-00" / WEIGHTS_MAP).is_file()
+    assert agrees_with_pytorch(tmp_path / "round-00", clf)

@@ -76,7 +76,8 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     with atomic_dir(out, kind, "--out" if kind == "export" else "", overwrite) as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constants in the attention mask
-        if not (earlier and rewrite(clf, tmp, earlier, stamp)):
+        if not (earlier is not None and (rewrite(clf, tmp, earlier, stamp)
+                                         or trace_with_stand_in(clf, onnx_config, tmp, opset, earlier, stamp))):
             onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=opset)
             if earlier is not None:
                 weights, table = model_weights(clf), table_name(clf.model)
@@ -100,7 +101,7 @@ FLOATS = (1, 10, 16, 11)
 
 
 def split(folder: Path, table: str, reuse: Sequence[Path],
-          weights: Mapping[str, np.ndarray] | None = None) -> dict[str, Any] | None:
+          weights: Mapping[str, np.ndarray] | None = None, stand_in: bool = False) -> dict[str, Any] | None:
     """Rewrite `folder`'s export as model.onnx with the word-embedding initializer `table` inside and
     every other weight in model.onnx_data (ONNX external data, the name Optimum looks for).
 
@@ -109,6 +110,8 @@ def split(folder: Path, table: str, reuse: Sequence[Path],
     written again. model.onnx_data, which changes every round, is never hard-linked: the onnx
     library refuses to read external data with more than one link ("hardlink attack").
     A model without such a table, or with one too large for a protobuf, keeps Optimum's files.
+    `stand_in`: the export was traced with a stand-in of the table's first rows (`trace_with_stand_in`);
+    the table in `weights` goes in its place.
 
     `weights` (the model's float weights by state-dict name, `model_weights`): writes `WEIGHTS_GRAPH` and
     returns the export's layout for its weights map (`WEIGHTS_MAP`), or None where the files are not
@@ -120,6 +123,12 @@ def split(folder: Path, table: str, reuse: Sequence[Path],
     path, data = folder / ONNX_FILE, folder / ONNX_DATA
     proto = onnx.load(path)  # with any external data Optimum wrote for a model over 2 GiB
     inside = [t for t in proto.graph.initializer if t.name == table]
+    if stand_in:
+        if weights is None or len(inside) != 1 or inside[0].data_type != onnx.TensorProto.FLOAT \
+                or not inside[0].HasField("raw_data") or list(inside[0].dims[1:]) != list(weights[table].shape[1:]):
+            return None
+        inside[0].dims[0] = weights[table].shape[0]
+        inside[0].raw_data = _bytes(weights[table]).tobytes()
     if len(inside) != 1 or inside[0].ByteSize() > MAX_INLINE:
         return None
     external = [t for t in proto.graph.initializer  # the weights; integer shapes and indices stay in the graph
@@ -155,6 +164,55 @@ def split(folder: Path, table: str, reuse: Sequence[Path],
                         "offset": int(info.get("offset", 0)), "length": int(info["length"])})
     return {"format": MAP_FORMAT, "table": {"weight": table, "offset": where, "length": weights[table].nbytes},
             "size": data.stat().st_size, "tensors": tensors}
+
+
+STAND_IN_ROWS = 1024
+"""Rows of the word-embedding table that `trace_with_stand_in` traces in its place."""
+
+
+def trace_with_stand_in(clf: Classifier, onnx_config: Any, folder: Path, opset: int, reuse: Sequence[Path],
+                        stamp: str) -> bool:
+    """A traced export with its weights map (`split`) in `folder`, made fast: the tracer gets a stand-in of
+    the first `STAND_IN_ROWS` rows of the word-embedding table, and the real table is written into the graph
+    afterwards. PyTorch's exporter copies the whole table through its passes several times; the graph
+    does not depend on the table's length. Kept, and its graph cached (`remember_graph`), only where it
+    scores `GUARD_TEXTS` as the PyTorch model does; otherwise `folder` is left without ONNX files and
+    False says to trace in full.
+    """
+    import torch
+    from optimum.exporters.onnx import export as onnx_export
+
+    from xlc.model import table_name
+
+    embeddings, config = clf.model.get_input_embeddings(), clf.model.config
+    real, vocab = embeddings.weight, config.vocab_size
+    if real.shape[0] < 2 * STAND_IN_ROWS or (clf.tokenizer.pad_token_id or 0) >= STAND_IN_ROWS:
+        return False
+    try:
+        embeddings.weight = torch.nn.Parameter(real.detach()[:STAND_IN_ROWS].clone(), requires_grad=False)
+        config.vocab_size = STAND_IN_ROWS  # the ids of Optimum's dummy inputs stay in the stand-in
+        onnx_export(clf.model, onnx_config, folder / ONNX_FILE, opset=opset)
+        traced = True
+    except Exception as exc:  # the exporter's own errors: the full trace says them, if they are real
+        log.debug("%s: tracing with a stand-in table failed (%s)", folder, first_line(exc))
+        traced = False
+    finally:
+        embeddings.weight, config.vocab_size = real, vocab
+    weights, table = model_weights(clf), table_name(clf.model)
+    layout = split(folder, table, reuse, weights, stand_in=True) if traced else None
+    if layout is not None:
+        _write_map(folder, {**layout, "graph": stamp})
+    # without a map (weights of equal values), split has still written the real table in where it could
+    gap = _score_gap(clf, folder, WEIGHTS_GRAPH if layout is not None else ONNX_FILE) if traced else float("inf")
+    if gap < GUARD_TOLERANCE:
+        if layout is not None:
+            remember_graph(folder, stamp, _bytes(weights[table]))
+        return True
+    log.debug("%s: the export traced with a stand-in table scores up to %.2g apart from PyTorch; tracing in full",
+              folder, gap)
+    for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH):
+        (folder / name).unlink(missing_ok=True)
+    return False
 
 
 # ---- a later round's export: the earlier round's graph, this round's weights --------------------
@@ -334,9 +392,9 @@ def _fits(layout: dict, found: Mapping[str, np.ndarray], table: str) -> bool:
         return False
 
 
-def _score_gap(clf: Classifier, folder: Path) -> float:
+def _score_gap(clf: Classifier, folder: Path, file: str = WEIGHTS_GRAPH) -> float:
     """The largest difference between the class probabilities of `GUARD_TEXTS` from `folder`'s ONNX
-    model (ONNX Runtime on `WEIGHTS_GRAPH`) and from `clf`'s PyTorch model."""
+    model (ONNX Runtime on `file`, by default `WEIGHTS_GRAPH`) and from `clf`'s PyTorch model."""
     import onnxruntime as ort
     import torch
 
@@ -349,7 +407,7 @@ def _score_gap(clf: Classifier, folder: Path) -> float:
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # opens faster; weights are checked
     try:
-        session = ort.InferenceSession(str(folder / WEIGHTS_GRAPH), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
         feed = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
         if "token_type_ids" in {i.name for i in session.get_inputs()}:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
