@@ -200,16 +200,13 @@ def trace_with_stand_in(clf: Classifier, onnx_config: Any, folder: Path, opset: 
         embeddings.weight, config.vocab_size = real, vocab
     weights, table = model_weights(clf), table_name(clf.model)
     layout = split(folder, table, reuse, weights, stand_in=True) if traced else None
-    if layout is not None:
+    if layout is not None:  # without one (weights of equal values, a table too large) the full trace decides
         _write_map(folder, {**layout, "graph": stamp})
-    # without a map (weights of equal values), split has still written the real table in where it could
-    gap = _score_gap(clf, folder, WEIGHTS_GRAPH if layout is not None else ONNX_FILE) if traced else float("inf")
-    if gap < GUARD_TOLERANCE:
-        if layout is not None:
+        gap = _score_gap(clf, folder)
+        if gap < GUARD_TOLERANCE:
             remember_graph(folder, stamp, _bytes(weights[table]))
-        return True
-    log.debug("%s: the export traced with a stand-in table scores up to %.2g apart from PyTorch; tracing in full",
-              folder, gap)
+            return True
+        log.debug("%s: the export traced with a stand-in table scores up to %.2g apart from PyTorch", folder, gap)
     for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH):
         (folder / name).unlink(missing_ok=True)
     return False
@@ -392,9 +389,9 @@ def _fits(layout: dict, found: Mapping[str, np.ndarray], table: str) -> bool:
         return False
 
 
-def _score_gap(clf: Classifier, folder: Path, file: str = WEIGHTS_GRAPH) -> float:
+def _score_gap(clf: Classifier, folder: Path) -> float:
     """The largest difference between the class probabilities of `GUARD_TEXTS` from `folder`'s ONNX
-    model (ONNX Runtime on `file`, by default `WEIGHTS_GRAPH`) and from `clf`'s PyTorch model."""
+    model (ONNX Runtime on `WEIGHTS_GRAPH`) and from `clf`'s PyTorch model."""
     import onnxruntime as ort
     import torch
 
@@ -407,7 +404,7 @@ def _score_gap(clf: Classifier, folder: Path, file: str = WEIGHTS_GRAPH) -> floa
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # opens faster; weights are checked
     try:
-        session = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(folder / WEIGHTS_GRAPH), options, providers=["CPUExecutionProvider"])
         feed = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
         if "token_type_ids" in {i.name for i in session.get_inputs()}:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
