@@ -57,7 +57,7 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
     from optimum.exporters.onnx import export as onnx_export
     from optimum.exporters.tasks import TasksManager
 
-    from xlc.model import save_tokenizer, table_name
+    from xlc.model import save_tokenizer
 
     config = clf.model.config
     try:
@@ -79,12 +79,9 @@ def export(clf: Classifier, out: Path, kind: str = "model", overwrite: bool = Fa
         if not (earlier is not None and (rewrite(clf, tmp, earlier, stamp)
                                          or trace_with_stand_in(clf, onnx_config, tmp, opset, earlier, stamp))):
             onnx_export(clf.model, onnx_config, tmp / ONNX_FILE, opset=opset)
-            if earlier is not None:
-                weights, table = model_weights(clf), table_name(clf.model)
-                layout = split(tmp, table, earlier, weights)
-                if layout is not None:
-                    _write_map(tmp, {**layout, "graph": stamp})
-                    remember_graph(tmp, stamp, _bytes(weights[table]))
+            table = None if earlier is None else _map(clf, tmp, earlier, stamp)
+            if table is not None:
+                remember_graph(tmp, stamp, table)
         config.save_pretrained(tmp)
         _drop_remote_code(tmp / "config.json")  # no PyTorch model here: nothing for trust_remote_code to build
         built_in = save_tokenizer(clf.tokenizer, tmp, clf.text_prefix)
@@ -182,8 +179,6 @@ def trace_with_stand_in(clf: Classifier, onnx_config: Any, folder: Path, opset: 
     import torch
     from optimum.exporters.onnx import export as onnx_export
 
-    from xlc.model import table_name
-
     embeddings, config = clf.model.get_input_embeddings(), clf.model.config
     real, vocab = embeddings.weight, config.vocab_size
     if real.shape[0] < 2 * STAND_IN_ROWS or (clf.tokenizer.pad_token_id or 0) >= STAND_IN_ROWS:
@@ -198,18 +193,34 @@ def trace_with_stand_in(clf: Classifier, onnx_config: Any, folder: Path, opset: 
         traced = False
     finally:
         embeddings.weight, config.vocab_size = real, vocab
-    weights, table = model_weights(clf), table_name(clf.model)
-    layout = split(folder, table, reuse, weights, stand_in=True) if traced else None
-    if layout is not None:  # without one (weights of equal values, a table too large) the full trace decides
-        _write_map(folder, {**layout, "graph": stamp})
+    table = _map(clf, folder, reuse, stamp, stand_in=True) if traced else None
+    if table is not None:  # without a map (weights of equal values, a table too large) the full trace decides
         gap = _score_gap(clf, folder)
         if gap < GUARD_TOLERANCE:
-            remember_graph(folder, stamp, _bytes(weights[table]))
+            remember_graph(folder, stamp, table)
             return True
         log.debug("%s: the export traced with a stand-in table scores up to %.2g apart from PyTorch", folder, gap)
+    _drop_onnx_files(folder)
+    return False
+
+
+def _map(clf: Classifier, folder: Path, reuse: Sequence[Path], stamp: str, stand_in: bool = False) -> memoryview | None:
+    """`split` `folder`'s traced export and write its weights map for graph `stamp`; the bytes of the
+    model's word-embedding table (for `remember_graph`), or None where the export got no map."""
+    from xlc.model import table_name
+
+    weights, table = model_weights(clf), table_name(clf.model)
+    layout = split(folder, table, reuse, weights, stand_in=stand_in)
+    if layout is None:
+        return None
+    _write_map(folder, {**layout, "graph": stamp})
+    return _bytes(weights[table])
+
+
+def _drop_onnx_files(folder: Path) -> None:
+    """Remove the ONNX files an export wrote into `folder` (its own temp folder), so that it exports again."""
     for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH):
         (folder / name).unlink(missing_ok=True)
-    return False
 
 
 # ---- a later round's export: the earlier round's graph, this round's weights --------------------
@@ -284,8 +295,7 @@ def rewrite(clf: Classifier, folder: Path, reuse: Sequence[Path], stamp: str) ->
             return True
         log.warning("%s: the ONNX model written from %s's weights map scores up to %.2g apart from the "
                     "PyTorch model; exporting it in full", folder, earlier, gap)
-        for name in (ONNX_FILE, ONNX_DATA, WEIGHTS_MAP, WEIGHTS_GRAPH):
-            (folder / name).unlink(missing_ok=True)
+        _drop_onnx_files(folder)
         return False
     return False
 
