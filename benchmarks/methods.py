@@ -115,22 +115,24 @@ class Screen:
         return np.array([self.index.get(c, -1) for c in self.parts[role]["label"].to_list()])
 
     def settings(self, seed: int, epochs: int, max_steps: int | None = None,
-                 patience: int | None = None) -> model.TrainSettings:
+                 patience: int | None = None, student_noise: float = 0.0) -> model.TrainSettings:
         a = self.args
         return model.TrainSettings(epochs=epochs, batch_size=a.batch_size, max_length=a.max_length, lr=a.lr,
                                    head_lr=a.head_lr, seed=seed, max_steps=max_steps,
                                    epoch_patience=a.epoch_patience if patience is None else patience,
-                                   train_layers=a.train_layers,
+                                   train_layers=a.train_layers, student_noise=student_noise,
                                    device=a.device)
 
     def train(self, clf: model.Classifier, texts: list[str], labels: np.ndarray, seed: int,
-              epochs: int, max_steps: int | None = None, patience: int | None = None) -> model.TrainResult:
-        """Fine-tune `clf` in place, keeping its best epoch on `select_on` (`patience`: the screen's)."""
+              epochs: int, max_steps: int | None = None, patience: int | None = None,
+              pseudo: np.ndarray | None = None, student_noise: float = 0.0) -> model.TrainResult:
+        """Fine-tune `clf` in place, keeping its best epoch on `select_on` (`patience`: the screen's);
+        the texts `pseudo` marks train with `student_noise` (`TrainSettings.student_noise`)."""
         if self.lower:
             self.lower.clf = clf
-        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps, patience),
+        return model.fine_tune(clf, texts, labels, self.settings(seed, epochs, max_steps, patience, student_noise),
                                dev=(self.parts[self.select_on]["text"].to_list(), self.y(self.select_on)),
-                               lower=self.lower)
+                               lower=self.lower, pseudo=pseudo)
 
     def probs(self, clf: model.Classifier, role: str) -> np.ndarray:
         if self.lower:

@@ -62,27 +62,6 @@ RULES = ("round0", "fixed", "english-dev", "stable", "target-dev", "oracle")
 """`fixed` stands for one rule per number of rounds, fixed-1 ... fixed-R (see `rules`)."""
 
 
-class NoisyLower(model.LowerLayers):
-    """Cached lower-layer features whose training batches hide a random share (`rate`) of the tokens of
-    each text in `noisy` from the trained top layers (attention and pooling): Noisy Student's input noise
-    for a student that trains on cached features. Scoring (the model in eval mode) sees every token."""
-
-    def __init__(self, lower: model.LowerLayers, rate: float) -> None:
-        super().__init__(lower.clf, lower.layers, lower.max_length, lower.batch_size)
-        self.features, self.rate = lower.features, rate
-        self.noisy: set[str] = set()
-        self.generator = torch.Generator()
-
-    def batch(self, texts):
-        hidden, mask = super().batch(texts)
-        rows = [i for i, t in enumerate(texts) if t in self.noisy]
-        if rows and self.clf.model.training:
-            drop = torch.rand((len(rows), mask.shape[1]), generator=self.generator) < self.rate
-            drop[:, 0] = False  # the first token stays: no text is left empty
-            mask[rows] = mask[rows] * ~drop
-        return hidden, mask
-
-
 class NoDevScreen(Screen):
     """A method screen whose epochs are chosen on an English dev split held out from the training set."""
 
@@ -92,8 +71,6 @@ class NoDevScreen(Screen):
         super().__init__(spec, args)
         train, endev = data_mod.split_dev(self.parts["train"], args.dev_share, seed=0)
         self.parts["train"], self.parts["endev"] = train, endev
-        if self.lower is not None:
-            self.lower = NoisyLower(self.lower, args.noise)
 
     def observe(self, clf: model.Classifier, steps: int) -> dict:
         """What a round leaves: test predictions, both dev accuracies, the pool's probabilities."""
@@ -103,7 +80,8 @@ class NoDevScreen(Screen):
 
     def self_train(self, clf: model.Classifier, start: dict, first: dict, pick, seed: int, noisy: bool = False):
         """`--rounds` warm-started rounds from round 0: `pick(probs, remaining, clf)` chooses the pool texts
-        that join the labeled set with their predicted labels (`noisy`: trained with input noise, `NoisyLower`).
+        that join the labeled set with their predicted labels (`noisy`: they train with `--noise` as xlc's
+        `--student-noise`).
         Returns each round's record, the pool still unlabeled before each round's scoring, the weights each
         round changed, and each round's steps."""
         en = self.parts["train"]
@@ -117,16 +95,9 @@ class NoDevScreen(Screen):
             remaining[chosen] = False
             labeled_t += [pool_texts[i] for i in chosen]
             labeled_y += [int(probs[i].argmax()) for i in chosen]
-            if noisy:
-                if not isinstance(self.lower, NoisyLower):
-                    raise SystemExit("--methods noisy: needs --train-layers (input noise on cached features)")
-                self.lower.noisy = set(labeled_t[len(en):])
-                self.lower.generator.manual_seed(seed + rnd)
-            try:
-                res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, self.args.epochs)
-            finally:
-                if isinstance(self.lower, NoisyLower):
-                    self.lower.noisy = set()
+            res = self.train(clf, labeled_t, np.array(labeled_y), seed + rnd, self.args.epochs,
+                             pseudo=np.arange(len(labeled_t)) >= len(en),
+                             student_noise=self.args.noise if noisy else 0.0)
             steps.append(res.steps)
             states.append(_changed(clf, start))
             rounds.append(self.observe(clf, rounds[-1]["steps"] + res.steps))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -92,22 +91,3 @@ def test_merge_never_overwrites_a_file_it_merges(nodev, tmp_path):
         nodev.merge([path], argparse.Namespace(out=tmp_path / "run"))
     assert json.loads(path.read_text())["settings"] == settings
 
-
-def test_noisy_student_hides_tokens_of_pseudo_labeled_texts_only_while_training(nodev):
-    import torch
-
-    from xlc import model
-
-    net = torch.nn.Linear(1, 1)
-    lower = model.LowerLayers(SimpleNamespace(model=net), layers=1, max_length=64)
-    lower.features = {"en": torch.ones(40, 4), "pseudo": torch.ones(40, 4)}
-    noisy = nodev.NoisyLower(lower, rate=0.5)
-    noisy.noisy = {"pseudo"}
-    noisy.generator.manual_seed(0)
-    net.train()
-    _, mask = noisy.batch(["en", "pseudo"])
-    assert mask[0].sum() == 40  # English gold: every token
-    assert 10 < mask[1].sum() < 30 and mask[1, 0] == 1  # about half hidden, never the first
-    net.eval()
-    _, mask = noisy.batch(["en", "pseudo"])
-    assert mask.sum() == 80  # scoring sees every token

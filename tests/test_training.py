@@ -96,6 +96,66 @@ def test_soft_targets_train_towards_the_given_distribution(four_layers):
     assert model.predict(clf, TEXTS, 24).mean(0).argmax() == 2
 
 
+def test_student_noise_hides_tokens_of_the_marked_rows_only_and_never_the_first():
+    mask = torch.ones((3, 40), dtype=torch.long)
+    generator = torch.Generator().manual_seed(0)
+    noisy = model.hide_tokens(mask.clone(), np.array([False, True, True]), 0.5, generator)
+    assert noisy[0].sum() == 40  # a gold text: every token
+    assert all(10 < noisy[row].sum() < 30 and noisy[row, 0] == 1 for row in (1, 2))  # about half hidden
+    assert not torch.equal(noisy[1], noisy[2])  # each text draws its own tokens
+    state = generator.get_state()
+    for marked, rate in ((np.array([False, False, False]), 0.5), (np.array([True, True, True]), 0.0)):
+        assert torch.equal(model.hide_tokens(mask.clone(), marked, rate, generator), mask)
+    assert torch.equal(generator.get_state(), state)  # nothing drawn: the run without noise is unchanged
+
+
+@pytest.mark.parametrize("train_layers", [0, 1], ids=["full fine-tuning", "cached lower layers"])
+def test_student_noise_changes_training_only_through_the_pseudo_labeled_texts(four_layers, train_layers):
+    def trained(noise: float, pseudo: np.ndarray | None) -> dict[str, torch.Tensor]:
+        clf = classifier(four_layers)
+        model.fine_tune(clf, TEXTS, LABELS, settings(train_layers=train_layers, student_noise=noise), pseudo=pseudo)
+        return {n: p.detach().clone() for n, p in clf.model.named_parameters()}
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[n], b[n]) for n in a)
+
+    plain = trained(0.0, None)
+    half = np.arange(len(TEXTS)) >= len(TEXTS) // 2
+    assert same(plain, trained(0.5, None))  # no text marked: no noise
+    assert same(plain, trained(0.0, half))  # rate 0: off
+    assert not same(plain, trained(0.5, half))
+    assert same(trained(0.5, half), trained(0.5, half))  # the noise is seeded
+
+
+def test_student_noise_of_a_text_count_other_than_the_training_set_is_refused(four_layers):
+    with pytest.raises(ValueError, match="pseudo marks 3 texts, not the 16"):
+        model.fine_tune(classifier(four_layers), TEXTS, LABELS, settings(student_noise=0.3), pseudo=[True] * 3)
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_a_student_noise_outside_zero_to_one_is_refused(value):
+    result = CliRunner().invoke(main, ["selftrain", "--student-noise", value])
+    assert result.exit_code != 0 and "--student-noise must be in [0, 1)" in result.output
+
+
+def test_selftrain_with_student_noise_trains_only_the_rounds_with_pseudo_labels_differently(
+        tiny_model, small_files, tmp_path):
+    def weights(name: str, *noise: str) -> list[bytes]:
+        out = tmp_path / name
+        result = CliRunner().invoke(main, [
+            "selftrain", "--quiet", "--model", str(tiny_model), "--out", str(out), "--train",
+            str(small_files["train"]), "--unlabeled", str(small_files["unlabeled"]), "--dev", str(small_files["dev"]),
+            "--epochs", "2", "--fixed-epochs", "--batch-size", "16", "--max-length", "32", "--kt", "4",
+            "--max-rounds", "1", "--patience", "5", "--keep-round-models", *noise])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "report.json").read_text())["rounds"][0]["selected"] > 0  # round 1 trains on them
+        return [(out / f"round-0{r}" / "model" / "model-rest.safetensors").read_bytes() for r in (0, 1)]  # what trains
+
+    plain, noisy = weights("plain"), weights("noisy", "--student-noise", "0.5")
+    assert plain[0] == noisy[0]  # round 0 trains on English gold alone: no noise
+    assert plain[1] != noisy[1]
+
+
 def test_a_negative_train_layers_is_refused():
     from xlc.config import SelfTrainConfig
 

@@ -87,6 +87,9 @@ class SelfTrainConfig:
                                    "run once per text (0: all layers).")
     targets: str = setting("hard", "What pseudo-labeled texts train on: the selected label, or the model's "
                                    "class probabilities (soft: self-distillation).", choices=TARGETS)
+    student_noise: float = setting(0.0, "Noisy Student's input noise: while a round trains, each pseudo-labeled "
+                                        "text hides this share of its tokens, drawn anew in every batch (English "
+                                        "texts and all scoring see every token; 0: off).")
     warm_start: bool = setting(True, "Each round continues from the last round's model, or starts from the "
                                      "base model.", off="--from-base")
     keep_round_models: bool = setting(False, "Keep every round's model (checkpoint and ONNX), not only the best "
@@ -132,6 +135,7 @@ class SelfTrainConfig:
         for name in ("lr", "head_lr"):
             _require(name, 0 < getattr(self, name) < 1, "in (0, 1)", getattr(self, name))
         _require("warmup", 0 <= self.warmup < 1, "in [0, 1)", self.warmup)
+        _require("student_noise", 0 <= self.student_noise < 1, "in [0, 1) (0: off)", self.student_noise)
         if self.pool_gold and not self.unlabeled:
             raise XlcError("--pool-gold holds the true labels of an --unlabeled pool; pass --unlabeled too")
         _require("dev_share", 0 < self.dev_share <= 0.5, "in (0, 0.5]", self.dev_share)

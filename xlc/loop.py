@@ -506,9 +506,11 @@ def _fine_tune(ctx: Context, state: RunState, rnd: int, clf: model.Classifier) -
         features.clf = clf
         for group in (run_data.train, run_data.dev, *state.pseudo):
             features.add(group["text"].to_list())
+    pseudo = np.arange(state.labeled.height) >= run_data.train.height  # L: the gold rows, then the pseudo-labels
     return model.fine_tune(
         clf, state.labeled["text"].to_list(), labels, settings,
         on_step=lambda s, n, _loss: ctx.progress(f"round {rnd}: train", s, n), dev=dev, lower=features,
+        pseudo=pseudo,
     )
 
 

@@ -416,6 +416,10 @@ class TrainSettings:
     epoch_patience: int = 0
     """With dev data, stop after this many epochs without a better dev accuracy (0: never stop
     early). Not `xlc selftrain`'s default: a round fine-tuned on its own never stops early."""
+    student_noise: float = DEFAULTS.student_noise
+    """Noisy Student's input noise: while training, each text marked pseudo-labeled (`fine_tune`'s
+    `pseudo`) hides this share of its tokens from attention and pooling, drawn anew in every batch
+    (see `hide_tokens`). Gold texts and all scoring see every token; 0 is off."""
     train_layers: int = DEFAULTS.train_layers
     """0 trains every layer; k trains only the top k encoder layers and the head. The layers below
     are then frozen, so their output for a text never changes: it is computed once (see
@@ -544,6 +548,7 @@ def fine_tune(
     on_step: Callable[[int, int, float], None] | None = None,
     dev: tuple[Sequence[str], np.ndarray] | None = None,
     lower: LowerLayers | None = None,
+    pseudo: Sequence[bool] | None = None,
 ) -> TrainResult:
     """Fine-tune in place; with `dev` (texts, label indices) keep the best epoch on it.
 
@@ -553,7 +558,8 @@ def fine_tune(
     AdamW with separate learning rates for encoder and head, linear warm-up then decay,
     dynamic padding per batch. `on_step(step, total, loss)` reports progress. With
     `settings.train_layers`, only the top layers train, on features from `lower` (made here
-    when not given; pass one to reuse it across rounds). On a GPU (see
+    when not given; pass one to reuse it across rounds). `pseudo` marks the pseudo-labeled texts,
+    which train with `settings.student_noise` (see `hide_tokens`). On a GPU (see
     `TrainSettings.device`) the model trains there with mixed precision and is moved back to
     the CPU afterwards, so export and saving see the same model as on a CPU run.
     """
@@ -599,6 +605,10 @@ def fine_tune(
     dev_accuracy: list[float] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     lengths = [len(ids) for ids in encoded]
+    noisy = np.zeros(len(texts), dtype=bool) if pseudo is None else np.asarray(pseudo, dtype=bool)
+    if noisy.shape != (len(texts),):
+        raise ValueError(f"pseudo marks {noisy.shape[0]} texts, not the {len(texts)} to train on")
+    noise = torch.Generator().manual_seed(settings.seed)  # apart from the batch order's: rate 0 changes nothing
     step = 0
     while step < total:
         model.train()
@@ -609,9 +619,11 @@ def fine_tune(
             with _autocast(device, amp_dtype):
                 if lower is not None:
                     hidden, mask = lower.batch([texts[i] for i in idx])
+                    mask = hide_tokens(mask, noisy[idx], settings.student_noise, noise)
                     out = model.upper(hidden.to(device), mask.to(device), frozen, labels=target[idx].to(device))
                 else:
                     ids, mask = pad_batch([encoded[i] for i in idx], pad)
+                    mask = hide_tokens(mask, noisy[idx], settings.student_noise, noise)
                     ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
                     out = model(input_ids=ids, attention_mask=mask, labels=target[idx].to(device))
             scaler.scale(out.loss).backward()
@@ -647,6 +659,19 @@ def fine_tune(
         model.to("cpu")
         torch.cuda.empty_cache()
     return TrainResult(losses, step, len(losses), best[1] if best else len(losses), dev_accuracy)
+
+
+def hide_tokens(mask: torch.Tensor, rows: np.ndarray, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Noisy Student's input noise on a batch's attention mask: each row where `rows` is True hides
+    each of its tokens with probability `rate` (the first token always stays, so no text is left
+    empty). Draws nothing when no row is marked or `rate` is 0, so the random stream then stays put."""
+    marked = np.flatnonzero(rows).tolist()
+    if not marked or rate == 0:
+        return mask
+    drop = torch.rand((len(marked), mask.shape[1]), generator=generator) < rate
+    drop[:, 0] = False
+    mask[marked] = mask[marked] * ~drop
+    return mask
 
 
 def _set_trainable(model: MeanPoolClassifier, settings: TrainSettings, frozen: int) -> list[nn.Parameter]:
