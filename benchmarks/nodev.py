@@ -18,8 +18,9 @@ text hides a random `--noise` share of its tokens from the trained layers, anew 
 and weight averaging (each method's rounds 1..k with their weights averaged into one model).
 `--merge` combines results files of the same settings (other methods or seeds) into one.
 Each data set's `bootstrap["default - control"]` compares what `xlc selftrain` delivers without `--dev`
-(balanced with its rounds averaged, `--select-round average`; the last round in a run without
-`--methods control,average`) with the control delivered the same way.
+(balanced with `--student-noise`, i.e. noisy at xlc's default `--noise`, else plain balanced; its rounds
+averaged, `--select-round average`; the last round in a run without `--methods control,average`) with
+the control delivered the same way; `steps` holds both runs' optimiser steps.
 
 The rules, each choosing one round per run:
 - round0: never self-train (zero-shot);
@@ -56,6 +57,7 @@ from methods import SETS, Screen, balanced, bootstrap, dump, load, run_screens, 
 
 from xlc import data as data_mod  # noqa: E402
 from xlc import model  # noqa: E402
+from xlc.config import DEFAULTS  # noqa: E402
 
 log = logging.getLogger("nodev")
 RULES = ("round0", "fixed", "english-dev", "stable", "target-dev", "oracle")
@@ -254,10 +256,10 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
         }
     if "control" in picks:
         last = f"fixed-{screen.args.rounds}"
-        # what `xlc selftrain` does without --dev: balanced, rounds 1..--max-rounds averaged (without
-        # --methods average, the last round as before); the control delivered the same way
-        default, control = ("balanced-avg", "control-avg") if "control-avg" in picks else ("balanced", "control")
+        default, control = default_methods(set(picks), float(screen.args.noise))
         out["default"] = {"default": default, "control": control}
+        # the control's rounds take balanced's steps: another method's rounds may take more or fewer
+        out["steps"] = {m: {s: runs[s][m][-1]["steps"] for s in runs} for m in dict.fromkeys((default, control))}
         out["bootstrap"]["default - control"] = bootstrap(gold, picks[default][last], picks[control][last])
         out["bootstrap"]["balanced - control"] = bootstrap(gold, picks["balanced"][last], picks["control"][last])
         for rule in ("english-dev", "target-dev", "oracle"):
@@ -291,6 +293,14 @@ def summarise(screen: NoDevScreen, runs: dict[int, dict], stable: float) -> dict
     return out
 
 
+def default_methods(methods: set[str], noise: float) -> tuple[str, str]:
+    """The methods that stand for what `xlc selftrain` delivers without --dev, and for the control delivered the
+    same way: balanced with `--student-noise` (noisy, when run at xlc's default noise), its rounds 1..R averaged
+    (`--select-round average`; without --methods average, the last round); else plain balanced, as before."""
+    base = "noisy" if "noisy" in methods and noise == DEFAULTS.student_noise else "balanced"
+    return (f"{base}-avg", "control-avg") if "control-avg" in methods else (base, "control")
+
+
 def _default(ds: dict) -> tuple[str, str]:
     """The methods a data set's `default - control` compares (results written before it was recorded:
     balanced and control, the last round of each)."""
@@ -303,8 +313,8 @@ def headline(result: dict) -> list[str]:
     rounds = int(result["settings"]["rounds"])
     last = f"fixed-{rounds}"
     lines = ["| data set | default | round 0 | control | default | default − control | "
-             "default − round 0 | control − round 0 | macro-F1 round 0 / control / default | pseudo prec. |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "default − round 0 | control − round 0 | macro-F1 round 0 / control / default | pseudo prec. | "
+             "steps default / control |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, ds in result["datasets"].items():
         if "default - control" not in ds.get("bootstrap", {}):
             continue
@@ -318,8 +328,15 @@ def headline(result: dict) -> list[str]:
                      f"{bal['rules'][last]['mean']:.1f} | {ci(ds['bootstrap']['default - control'])} | "
                      f"{ci(bal['bootstrap'][f'{last} - round0'])} | {ci(ds['bootstrap']['control - round0'])} | "
                      f"{bal['rules']['round0']['macro_f1_mean']:.1f} / {ctl['rules'][last]['macro_f1_mean']:.1f}"
-                     f" / {bal['rules'][last]['macro_f1_mean']:.1f} | {100 * np.mean(prec):.1f}% |")
+                     f" / {bal['rules'][last]['macro_f1_mean']:.1f} | {100 * np.mean(prec):.1f}% | "
+                     f"{_steps(ds, default)} / {_steps(ds, control)} |")
     return lines
+
+
+def _steps(ds: dict, method: str) -> str:
+    """The optimiser steps of a method's run (round 0 and every round), summed over the seeds."""
+    steps = ds.get("steps", {}).get(method)
+    return f"{sum(steps.values()):,}" if steps else "–"
 
 
 def headline_average(result: dict) -> list[str]:
@@ -385,11 +402,14 @@ def headline_noisy(result: dict) -> list[str]:
 
 SECTIONS = (
     ("default - control", "The default against the same-compute control",
-     "*default*: what `xlc selftrain` delivers without --dev: `balanced`, the uniform average of the weights of its "
-     "rounds 1..R (balanced-avg; the last round, where the run has no averages). *control*: the same rounds on "
-     "English alone (warm start, each round as many optimiser steps as the default's), delivered the same way. "
-     "Test accuracy and macro-F1 (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% "
-     "interval; pseudo prec.: the share of correct pseudo-labels over all rounds.", headline),
+     "*default*: what `xlc selftrain` delivers without --dev: `balanced` with the student's input noise "
+     "(`--student-noise`, noisy; plain balanced in runs without it), the uniform average of the weights of its "
+     "rounds 1..R (-avg; the last round, where the run has no averages). *control*: the same rounds on English "
+     "alone (warm start, each round as many optimiser steps as balanced's), delivered the same way. Test accuracy "
+     "and macro-F1 (%), mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval; pseudo "
+     "prec.: the share of correct pseudo-labels over all rounds; steps: all rounds' optimiser steps, summed over "
+     "the seeds (noisy's rounds choose their epochs on the English dev set, as balanced's do, so they may take "
+     "more or fewer steps than the control).", headline),
     ("balanced-avg - control-avg", "Weight averaging over rounds",
      "*-avg*: the weights of rounds 1..3 of the method averaged (uniformly) into one model. Test accuracy (%), "
      "mean of the seeds; differences: paired bootstrap, seeds pooled, 95% interval.", headline_average),
@@ -473,6 +493,11 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     differ = {k for k in keys if len({r["settings"].get(k) for r in found}) > 1}
     if differ:
         raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
+    noises = {float(r["settings"]["noise"]) for r in found
+              if any("noisy" in ds["methods"] for ds in r["datasets"].values())}
+    if len(noises) > 1:
+        raise SystemExit(f"--merge: the noisy runs differ in --noise ({', '.join(map(str, sorted(noises)))})")
+    args.noise = noises.pop() if noises else getattr(args, "noise", DEFAULTS.student_noise)
     if args.out.with_suffix(".json").resolve() in {path.resolve() for path in paths}:
         raise SystemExit(f"--merge: --out {args.out} would overwrite one of the merged files; pass another --out")
     result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "
@@ -508,8 +533,9 @@ def main() -> None:
                    "(each method's rounds 1..k with their weights averaged: balanced-avg, control-avg, bbse-avg), "
                    "noisy (balanced's rounds with input noise for the student, see --noise), "
                    "soft (one round of soft self-distillation)")
-    p.add_argument("--noise", type=float, default=0.3, help="--methods noisy: the share of a pseudo-labeled "
-                   "text's tokens hidden from the trained layers in each training batch")
+    p.add_argument("--noise", type=float, default=DEFAULTS.student_noise, help="--methods noisy: the share of a "
+                   "pseudo-labeled text's tokens hidden from the trained layers in each training batch (xlc's "
+                   "--student-noise; at its default, noisy is xlc's default method)")
     p.add_argument("--merge", nargs="+", type=Path, help="instead of running: merge these results files of "
                    "the same settings and seeds (e.g. runs of other --methods) into --out")
     args = p.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from xlc import XlcError
 from xlc.config import DEFAULTS, SelfTrainConfig, resolve
@@ -75,6 +76,27 @@ def test_resume_reads_the_run_folders_own_config(tmp_path):
     config = resolve({"threads": 1}, resume=run)
     assert (config.out, config.epochs, config.seed, config.threads) == (str(run), 2, 9, 1)
     assert resolve({"out": str(run)}, resume=run).out == str(run)
+
+
+def test_a_run_of_an_older_xlc_resumes_with_the_behaviour_it_began_with(tmp_path):
+    from xlc import rundir
+    from xlc._compat import tomllib
+    from xlc.config import EARLIER
+
+    run = tmp_path / "run"
+    run.mkdir()
+    older = SelfTrainConfig(out=str(run), epochs=2).to_dict()
+    for name in EARLIER:  # written before the setting existed, when it was off
+        older.pop(name)
+    (run / "config.toml").write_text(tomli_w.dumps(older))
+    config = resolve({}, resume=run)
+    assert {name: getattr(config, name) for name in EARLIER} == EARLIER != {n: getattr(DEFAULTS, n) for n in EARLIER}
+    assert resolve({"student_noise": 0.5}, resume=run).student_noise == 0.5  # a flag still wins
+    stamp = rundir.fingerprint(config)
+    found = {**stamp, "settings": {k: v for k, v in stamp["settings"].items() if k not in EARLIER}}
+    assert rundir.same_run(found, stamp)
+    assert not rundir.same_run(found, rundir.fingerprint(config.replace(student_noise=DEFAULTS.student_noise)))
+    assert tomllib.loads((run / "config.toml").read_text()) == older  # read, never rewritten
 
 
 @pytest.mark.parametrize(("settings", "config", "message"), [

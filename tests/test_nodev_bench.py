@@ -91,3 +91,14 @@ def test_merge_never_overwrites_a_file_it_merges(nodev, tmp_path):
         nodev.merge([path], argparse.Namespace(out=tmp_path / "run"))
     assert json.loads(path.read_text())["settings"] == settings
 
+
+def test_the_default_is_the_noisy_student_at_xlcs_noise_else_balanced_each_averaged_where_run(nodev):
+    from xlc.config import DEFAULTS
+
+    noise = DEFAULTS.student_noise
+    every = {"balanced", "noisy", "control", "balanced-avg", "noisy-avg", "control-avg"}
+    assert nodev.default_methods(every, noise) == ("noisy-avg", "control-avg")
+    assert nodev.default_methods(every, noise / 2) == ("balanced-avg", "control-avg")  # not xlc's default
+    assert nodev.default_methods({"balanced", "noisy", "control"}, noise) == ("noisy", "control")
+    assert nodev.default_methods({"balanced", "control", "balanced-avg", "control-avg"}, noise) == (
+        "balanced-avg", "control-avg")

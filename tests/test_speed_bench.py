@@ -59,7 +59,9 @@ def test_one_cycle_times_each_variant_and_checks_it_against_ort_fp32(score_speed
         assert len(v["seconds"]) == 1 and v["texts_per_s"] > 0 and v["tokens_per_s"] > v["texts_per_s"]
         assert v["vs_reference"]["min"] <= v["vs_reference"]["median"] <= v["vs_reference"]["max"]
         assert "vs_baseline" in v
-        if key != "ort-int8":  # the same fp32 model everywhere
+        if key == "st-anchor" and result["bf16"]["native"]:  # bf16 autocast: 8 mantissa bits, not fp32's 23
+            assert v["agreement"] >= 0.9 and v["max_abs_prob_diff"] < 1e-2, key
+        elif key != "ort-int8":  # the same fp32 model everywhere
             assert v["agreement"] == 1.0 and v["max_abs_prob_diff"] < 1e-4, key
     assert 0 < variants["ort-int8"]["max_abs_prob_diff"] < 0.5 and 0.5 < variants["ort-int8"]["agreement"] <= 1
     assert variants["ort-int8"]["onnx_mb"] < variants["ort-bucketed"]["onnx_mb"]

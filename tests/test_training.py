@@ -272,7 +272,7 @@ def test_one_rounds_defaults_are_the_selftrain_defaults():
     from xlc.config import DEFAULTS
 
     names = ("epochs", "batch_size", "max_length", "lr", "head_lr", "warmup", "freeze_embeddings", "seed",
-             "max_steps", "train_layers")
+             "max_steps", "train_layers", "student_noise")
     trained = model.TrainSettings()
     assert {n: getattr(trained, n) for n in names} == {n: getattr(DEFAULTS, n) for n in names}
     assert trained.epoch_patience == 0  # a round fine-tuned on its own never stops early

@@ -22,6 +22,11 @@ ROUND_RULES = ("auto", "dev", "last", "average")
 TRACKERS = ("mlflow",)
 UNTRACKED = ("out", "track", "track_uri")
 """Settings that do not change what a run computes: not in its fingerprint (a run resumes across them)."""
+
+EARLIER = {"student_noise": 0.0}
+"""Settings whose default changed after xlc began to write runs, with what a run that does not record
+them did: a run folder of an older xlc resumes as it began (`resolve`, `rundir.same_run`)."""
+
 MAX_SEED = 2**32 - 1
 
 
@@ -87,9 +92,9 @@ class SelfTrainConfig:
                                    "run once per text (0: all layers).")
     targets: str = setting("hard", "What pseudo-labeled texts train on: the selected label, or the model's "
                                    "class probabilities (soft: self-distillation).", choices=TARGETS)
-    student_noise: float = setting(0.0, "Noisy Student's input noise: while a round trains, each pseudo-labeled "
+    student_noise: float = setting(0.3, "Noisy Student's input noise: while a round trains, each pseudo-labeled "
                                         "text hides this share of its tokens, drawn anew in every batch (English "
-                                        "texts and all scoring see every token; 0: off).")
+                                        "texts and all scoring see every token; 0: off, the paper's method).")
     warm_start: bool = setting(True, "Each round continues from the last round's model, or starts from the "
                                      "base model.", off="--from-base")
     keep_round_models: bool = setting(False, "Keep every round's model (checkpoint and ONNX), not only the best "
@@ -291,6 +296,7 @@ def resolve(settings: Mapping[str, Any], config: str | Path | SelfTrainConfig | 
         config, values["out"] = resume / "config.toml", str(resume)
         if not config.is_file():
             raise XlcError(f"--resume {resume}: no config.toml there; it does not hold an xlc run")
+        values = {**unrecorded(config), **values}
     if isinstance(config, SelfTrainConfig):
         resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
     elif config is not None:
@@ -300,6 +306,15 @@ def resolve(settings: Mapping[str, Any], config: str | Path | SelfTrainConfig | 
     if selector_options:
         resolved = resolved.replace(selector_options={**resolved.selector_options, **selector_options})
     return resolved
+
+
+def unrecorded(path: Path) -> dict[str, Any]:
+    """What a run's config.toml written by an older xlc leaves out of `EARLIER`: the older behaviour."""
+    try:
+        written = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}  # from_toml says what is wrong with the file
+    return {name: value for name, value in EARLIER.items() if name not in written}
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from xlc import data, files, modelcard
-from xlc.config import PATH_SETTINGS, UNTRACKED, SelfTrainConfig
+from xlc.config import EARLIER, PATH_SETTINGS, UNTRACKED, SelfTrainConfig
 from xlc.errors import XlcError
 from xlc.modeldir import META_FILE
 from xlc.onnx import ONNX_DATA, ONNX_FILE
@@ -148,9 +148,9 @@ def fingerprint(config: SelfTrainConfig) -> dict:
 
 def _absolute(stamp: dict) -> dict:
     """A fingerprint from an older xlc as this one writes it: absolute paths (an older xlc kept them as
-    given, relative to the folder it ran in), and today's defaults for settings it did not have yet
-    (a setting added since defaults to what an older xlc did)."""
-    known = {k: v for k, v in SelfTrainConfig().to_dict().items() if k not in UNTRACKED}
+    given, relative to the folder it ran in), and for settings it did not have yet what it did: today's
+    default, or the earlier behaviour where the default changed since (`EARLIER`)."""
+    known = {k: v for k, v in {**SelfTrainConfig().to_dict(), **EARLIER}.items() if k not in UNTRACKED}
     settings = {**known, **stamp.get("settings", {})} if "settings" in stamp else {}
     for name, value in settings.items():
         if isinstance(value, str) and (name in PATH_SETTINGS or name == "model" and Path(value).is_dir()):

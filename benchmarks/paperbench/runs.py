@@ -84,7 +84,7 @@ def run_method(bench: Bench, spec: DataSpec, part: Splits, seed: int, method: st
         model=bench.model, seed=seed, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, head_lr=p.head_lr,
         max_length=max_length, max_rounds=p.max_rounds, patience=p.patience,
         freeze_embeddings=p.freeze_embeddings, id_column="id", threads=bench.threads,
-        select_epoch=p.select_epoch, train_layers=p.train_layers,
+        select_epoch=p.select_epoch, train_layers=p.train_layers, student_noise=0.0,  # the paper's methods
     )
     matched = balanced and balanced["method"] == "default"
     if method == "default" or (method == "control" and matched):  # xlc selftrain's own settings
