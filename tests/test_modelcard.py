@@ -14,6 +14,7 @@ from conftest import sample
 import xlc
 from xlc import modelcard
 from xlc.cli import main
+from xlc.config import DEFAULTS
 from xlc.modelcard import CARD_FILE, MARK
 
 TEXTS = ["Der Bundestag hat das Gesetz beschlossen.", "Le match s'est terminé sur un score nul."]
@@ -52,6 +53,8 @@ def test_best_and_final_carry_a_card_with_the_runs_facts(run, tiny_model):
         assert f"- Pseudo-labels this model was trained on: {taken} (taken from 40 unlabeled texts)" in card
         assert "- Data sizes: train 60, unlabeled 40, dev 24, test 24" in card
         assert "- Selector: `throttling` with n=5" in card
+        noise = f"- Student noise: each pseudo-labeled text hid {DEFAULTS.student_noise:.0%} of its tokens while it"
+        assert noise in card
         assert f"- Round: {number} of rounds 0-1" in card
         assert "- The run stopped: reached --max-rounds 1" in card
         test = report["rounds"][number]["test"]

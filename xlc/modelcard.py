@@ -83,6 +83,9 @@ def render(meta: Mapping[str, Any], report: Mapping[str, Any] | None = None, rou
         options = config.get("selector_options") or {}
         lines.append(f"- Selector: {_code(config.get('selector', '?'))}"
                      + (" with " + ", ".join(f"{k}={v!r}" for k, v in options.items()) if options else ""))
+        if config.get("student_noise"):  # an older run's config has none: it trained without
+            lines.append(f"- Student noise: each pseudo-labeled text hid {config['student_noise']:.0%} of its "
+                         f"tokens while it trained (`--student-noise`)")
         if mean is not None:
             lines.append(f"- Weights: the average of the weights of {rounds_text(mean['rounds'])} of rounds "
                          f"0-{len(rounds) - 1} (`--select-round average`)")
