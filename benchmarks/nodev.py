@@ -493,15 +493,16 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
     differ = {k for k in keys if len({r["settings"].get(k) for r in found}) > 1}
     if differ:
         raise SystemExit(f"--merge: the runs differ in {', '.join(sorted(differ))}")
-    noises = {float(r["settings"]["noise"]) for r in found
-              if any("noisy" in ds["methods"] for ds in r["datasets"].values())}
+    noises = {float(r["settings"]["noise"]) for r in found  # a merged file holds the noise its runs agreed on
+              if "noise" in r["settings"] and any("noisy" in ds["methods"] for ds in r["datasets"].values())}
     if len(noises) > 1:
         raise SystemExit(f"--merge: the noisy runs differ in --noise ({', '.join(map(str, sorted(noises)))})")
-    args.noise = noises.pop() if noises else getattr(args, "noise", DEFAULTS.student_noise)
+    args.noise = min(noises) if noises else getattr(args, "noise", DEFAULTS.student_noise)
     if args.out.with_suffix(".json").resolve() in {path.resolve() for path in paths}:
         raise SystemExit(f"--merge: --out {args.out} would overwrite one of the merged files; pass another --out")
     result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "
-              + " ".join(map(str, paths)), "settings": found[0]["settings"] | {"methods": "merged"},
+              + " ".join(map(str, paths)),
+              "settings": found[0]["settings"] | {"methods": "merged"} | ({"noise": str(args.noise)} if noises else {}),
               "minutes": sum(r["minutes"] for r in found), "machine": found[0]["machine"], "datasets": {}}
     for name in dict.fromkeys(n for r in found for n in r["datasets"]):
         runs: dict[int, dict] = {}

@@ -102,3 +102,17 @@ def test_the_default_is_the_noisy_student_at_xlcs_noise_else_balanced_each_avera
     assert nodev.default_methods({"balanced", "noisy", "control"}, noise) == ("noisy", "control")
     assert nodev.default_methods({"balanced", "control", "balanced-avg", "control-avg"}, noise) == (
         "balanced-avg", "control-avg")
+
+
+def test_merge_refuses_noisy_runs_of_another_noise(nodev, tmp_path):
+    import argparse
+    import json
+
+    settings = {"epochs": "5", "rounds": "3", "pool": "800", "dev_share": "0.1", "stable": "0.03"}
+    paths = []
+    for noise in ("0.3", "0.5"):
+        paths.append(tmp_path / f"noise-{noise}.json")
+        paths[-1].write_text(json.dumps({"settings": settings | {"noise": noise},
+                                         "datasets": {"tweets": {"methods": {"noisy": {}}}}}))
+    with pytest.raises(SystemExit, match=r"the noisy runs differ in --noise \(0.3, 0.5\)"):
+        nodev.merge(paths, argparse.Namespace(out=tmp_path / "merged"))
