@@ -151,7 +151,7 @@ def test_selftrain_with_student_noise_trains_only_the_rounds_with_pseudo_labels_
         assert json.loads((out / "report.json").read_text())["rounds"][0]["selected"] > 0  # round 1 trains on them
         return [(out / f"round-0{r}" / "model" / "model-rest.safetensors").read_bytes() for r in (0, 1)]  # what trains
 
-    plain, noisy = weights("plain"), weights("noisy", "--student-noise", "0.5")
+    plain, noisy = weights("plain", "--student-noise", "0"), weights("noisy", "--student-noise", "0.5")
     assert plain[0] == noisy[0]  # round 0 trains on English gold alone: no noise
     assert plain[1] != noisy[1]
 
