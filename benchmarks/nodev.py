@@ -497,7 +497,7 @@ def merge(paths: list[Path], args: argparse.Namespace) -> dict:
               if "noise" in r["settings"] and any("noisy" in ds["methods"] for ds in r["datasets"].values())}
     if len(noises) > 1:
         raise SystemExit(f"--merge: the noisy runs differ in --noise ({', '.join(map(str, sorted(noises)))})")
-    args.noise = min(noises) if noises else getattr(args, "noise", DEFAULTS.student_noise)
+    args.noise = next(iter(noises)) if noises else getattr(args, "noise", DEFAULTS.student_noise)
     if args.out.with_suffix(".json").resolve() in {path.resolve() for path in paths}:
         raise SystemExit(f"--merge: --out {args.out} would overwrite one of the merged files; pass another --out")
     result = {"command": " ; ".join(r["command"] for r in found) + " ; python benchmarks/nodev.py --merge "

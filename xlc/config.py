@@ -25,7 +25,7 @@ UNTRACKED = ("out", "track", "track_uri")
 
 EARLIER = {"student_noise": 0.0}
 """Settings whose default changed after xlc began to write runs, with what a run that does not record
-them did: a run folder of an older xlc resumes as it began (`resolve`, `rundir.same_run`)."""
+them did: a run folder of an older xlc resumes as it began (`resolve`, `rundir._absolute`)."""
 
 MAX_SEED = 2**32 - 1
 
@@ -208,13 +208,14 @@ class SelfTrainConfig:
 
     @classmethod
     def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None,
-                  relative_to_file: bool = True) -> SelfTrainConfig:
+                  relative_to_file: bool = True, missing: Mapping[str, Any] | None = None) -> SelfTrainConfig:
         """Read a TOML file; `overrides` (e.g. command-line flags) win over its values.
 
         Relative paths in the file (data files, out, a local model folder) are taken from the
         file's folder, as a user who moves the file with its data expects; `relative_to_file`
         False takes them from the current folder (how a run's config.toml was read before
-        xlc wrote it with absolute paths).
+        xlc wrote it with absolute paths). `missing` gives settings the file does not hold (for a
+        run's own config.toml, `EARLIER`: what the older xlc that wrote it did).
         """
         try:
             values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -229,7 +230,7 @@ class SelfTrainConfig:
             raise XlcError(f"--config {path}: not valid TOML: {exc}") from None
         if relative_to_file:
             values = _rebase(values, Path(path).parent)
-        return cls.from_mapping({**values, **(overrides or {})}, source=f"--config {path}")
+        return cls.from_mapping({**(missing or {}), **values, **(overrides or {})}, source=f"--config {path}")
 
     def replace(self, **changes: Any) -> SelfTrainConfig:
         return dataclasses.replace(self, **changes)
@@ -296,25 +297,16 @@ def resolve(settings: Mapping[str, Any], config: str | Path | SelfTrainConfig | 
         config, values["out"] = resume / "config.toml", str(resume)
         if not config.is_file():
             raise XlcError(f"--resume {resume}: no config.toml there; it does not hold an xlc run")
-        values = {**unrecorded(config), **values}
     if isinstance(config, SelfTrainConfig):
         resolved = SelfTrainConfig.from_mapping({**config.to_dict(), **values})
     elif config is not None:
-        resolved = SelfTrainConfig.from_toml(Path(config), values, relative_to_file=resume is None)
+        resolved = SelfTrainConfig.from_toml(Path(config), values, relative_to_file=resume is None,
+                                             missing=EARLIER if resume is not None else None)
     else:
         resolved = SelfTrainConfig.from_mapping(values, source=source)
     if selector_options:
         resolved = resolved.replace(selector_options={**resolved.selector_options, **selector_options})
     return resolved
-
-
-def unrecorded(path: Path) -> dict[str, Any]:
-    """What a run's config.toml written by an older xlc leaves out of `EARLIER`: the older behaviour."""
-    try:
-        written = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return {}  # from_toml says what is wrong with the file
-    return {name: value for name, value in EARLIER.items() if name not in written}
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
